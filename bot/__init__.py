@@ -1,0 +1,1 @@
+"""Waystation: the application layer (config, database, i18n, delivery, CLI, sandbox)."""

@@ -1,0 +1,103 @@
+"""The one place that knows every handler and job: builds the python-telegram-bot Application.
+
+Read top to bottom: services, the application builder chain, then the handlers by group.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from telegram import LinkPreviewOptions, Update
+from telegram.constants import ParseMode
+from telegram.ext import AIORateLimiter, Application, ApplicationBuilder, Defaults, TypeHandler
+
+from bot.config import Settings
+from bot.database import Database
+from bot.i18n import all_translators, translator
+from bot.persistence import DatabasePersistence
+from bot.services import Services
+from handlers import cancel, errors, language, start
+from handlers.common import remember_user
+from handlers.menu import bot_commands
+from models import conversation_store
+
+log = logging.getLogger("waystation")
+
+
+class WaystationApplication(Application):
+    """PTB's Application, plus: each update is acted on once, and persisted as soon as it is handled."""
+
+    @property
+    def services(self) -> Services:
+        return self.bot_data["services"]
+
+    async def process_update(self, update: object) -> None:
+        update_id = update.update_id if isinstance(update, Update) else None
+        if update_id is not None:
+            async with self.services.db.session() as session:
+                if await conversation_store.was_processed(session, update_id):
+                    log.info("update %s was already handled; skipping the redelivery", update_id)
+                    return
+        await super().process_update(update)
+        if self.persistence is not None:
+            # PTB would write on a timer; writing now means a crash right after this loses no step.
+            await self.update_persistence()
+        if update_id is not None:
+            async with self.services.db.session() as session:
+                await conversation_store.mark_processed(session, update_id)
+
+
+async def post_init(application: Application) -> None:
+    """Command menus per language (and the default for every other client language)."""
+    settings: Settings = application.bot_data["services"].settings
+    for t in all_translators():
+        await application.bot.set_my_commands(bot_commands(t), language_code=t.telegram_code)
+    await application.bot.set_my_commands(bot_commands(translator(settings.i18n.default_language)))
+
+
+def build_application(settings: Settings, database: Database, **builder_options: Any) -> WaystationApplication:
+    token = settings.require_token()
+    services = Services(settings=settings, db=database)
+    builder = (
+        ApplicationBuilder()
+        .application_class(WaystationApplication)
+        .token(token)
+        .base_url(settings.telegram.api_base_url)
+        .base_file_url(settings.telegram.api_base_file_url)
+        .defaults(
+            Defaults(
+                parse_mode=ParseMode.HTML,
+                tzinfo=settings.tz,
+                link_preview_options=LinkPreviewOptions(is_disabled=True),
+            )
+        )
+        .persistence(DatabasePersistence(database))
+        .rate_limiter(
+            AIORateLimiter(
+                overall_max_rate=settings.telegram.overall_max_rate,
+                group_max_rate=settings.telegram.group_max_per_minute,
+                group_time_period=60,
+                max_retries=3,
+            )
+        )
+        .post_init(post_init)
+        .concurrent_updates(False)  # conversations rely on one update at a time per user
+    )
+    for name, value in builder_options.items():
+        builder = getattr(builder, name)(value)
+    application: WaystationApplication = builder.build()  # type: ignore[assignment]
+    application.bot_data["services"] = services
+
+    # Group -1: bookkeeping that must see every update before any journey handles it.
+    application.add_handler(TypeHandler(Update, remember_user), group=-1)
+
+    # Group 0: the journeys. Within a group the first matching handler wins, so conversations come first,
+    # then stateless commands and buttons, and last the catch-all that answers anything unexpected.
+    application.add_handlers(start.handlers())
+    application.add_handlers(language.handlers())
+    application.add_handlers(cancel.handlers())
+    application.add_handler(start.fallback_handler())
+
+    application.add_error_handler(errors.on_error)
+    return application

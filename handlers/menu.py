@@ -1,0 +1,58 @@
+"""The command list (for setMyCommands and /help) and the main-menu reply keyboard.
+
+Each journey module adds its command and menu entry here, so /help, the command menus and the keyboard stay in step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from telegram import BotCommand, KeyboardButton, ReplyKeyboardMarkup
+from telegram.ext import filters
+
+from bot.i18n import N_, Translator, all_translators
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    description: str  # an N_() marked msgid
+    staff_only: bool = False
+
+
+USER_COMMANDS: tuple[Command, ...] = (
+    Command("start", N_("Main menu")),
+    Command("help", N_("What this bot can do")),
+    Command("language", N_("Change the language")),
+    Command("cancel", N_("Stop what you are doing")),
+)
+
+
+@dataclass(frozen=True)
+class MenuEntry:
+    label: str  # an N_() marked msgid, shown on the reply keyboard
+    request_location: bool = False
+
+
+LANGUAGE = MenuEntry(N_("🌐 Language"))
+HELP = MenuEntry(N_("❓ Help"))
+
+# Rows of the main menu, top to bottom: the most urgent journeys first as they are added.
+MAIN_MENU: tuple[tuple[MenuEntry, ...], ...] = ((LANGUAGE, HELP),)
+
+
+def bot_commands(t: Translator) -> list[BotCommand]:
+    return [BotCommand(c.name, t.gettext(c.description)) for c in USER_COMMANDS if not c.staff_only]
+
+
+def main_menu(t: Translator) -> ReplyKeyboardMarkup:
+    rows = [
+        [KeyboardButton(t.gettext(entry.label), request_location=entry.request_location or None) for entry in row]
+        for row in MAIN_MENU
+    ]
+    return ReplyKeyboardMarkup(rows, resize_keyboard=True, is_persistent=True)
+
+
+def menu_button(entry: MenuEntry) -> filters.BaseFilter:
+    """Matches a tap on this menu entry in any language (the keyboard may predate a language switch)."""
+    return filters.ChatType.PRIVATE & filters.Text(sorted({t.gettext(entry.label) for t in all_translators()}))

@@ -1,0 +1,1 @@
+"""The domain: sqlmodel tables and the rules on them. Never imports telegram or handlers."""

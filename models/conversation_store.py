@@ -1,0 +1,118 @@
+"""Tables behind the bot's persistence: conversation states and per-user/per-chat data as JSON.
+
+Kept in the project's own database (one store to back up), written after every update so a crash loses no step.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Column, String, delete
+from sqlmodel import Field, SQLModel, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from models.base import utcnow
+
+
+class ConversationState(SQLModel, table=True):
+    __tablename__ = "conversation_states"
+
+    name: str = Field(sa_column=Column(String(64), primary_key=True))
+    # The conversation key (chat id, user id, …) as a JSON array: keys are tuples of ints.
+    key: str = Field(sa_column=Column(String(128), primary_key=True))
+    state: Any = Field(sa_column=Column(JSON, nullable=False))
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class DataBlob(SQLModel, table=True):
+    """user_data / chat_data / bot_data / callback_data as one JSON document each."""
+
+    __tablename__ = "persistence_data"
+
+    kind: str = Field(sa_column=Column(String(16), primary_key=True))
+    owner_id: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    data: Any = Field(sa_column=Column(JSON, nullable=False))
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class ProcessedUpdate(SQLModel, table=True):
+    """Update ids already handled: getUpdates and webhooks deliver at least once, we act once."""
+
+    __tablename__ = "processed_updates"
+
+    update_id: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    processed_at: datetime = Field(default_factory=utcnow)
+
+
+def encode_key(key: tuple[int | str, ...]) -> str:
+    return json.dumps(list(key), separators=(",", ":"))
+
+
+def decode_key(raw: str) -> tuple[int | str, ...]:
+    return tuple(json.loads(raw))
+
+
+async def load_conversations(session: AsyncSession, name: str) -> dict[tuple[int | str, ...], Any]:
+    rows = await session.exec(select(ConversationState).where(ConversationState.name == name))
+    return {decode_key(row.key): row.state for row in rows}
+
+
+async def save_conversation(session: AsyncSession, name: str, key: tuple[int | str, ...], state: Any | None) -> None:
+    """Store a conversation's state; None means the conversation ended and the row goes."""
+    row = await session.get(ConversationState, (name, encode_key(key)))
+    if state is None:
+        if row is not None:
+            await session.delete(row)
+    elif row is None:
+        session.add(ConversationState(name=name, key=encode_key(key), state=state))
+    else:
+        row.state = state
+        row.updated_at = utcnow()
+        session.add(row)
+    await session.commit()
+
+
+async def load_blobs(session: AsyncSession, kind: str) -> dict[int, Any]:
+    rows = await session.exec(select(DataBlob).where(DataBlob.kind == kind))
+    return {row.owner_id: row.data for row in rows}
+
+
+async def save_blob(session: AsyncSession, kind: str, owner_id: int, data: Any | None) -> None:
+    """Upsert one JSON document; None (or an empty dict) deletes it, so forgotten users leave no row."""
+    row = await session.get(DataBlob, (kind, owner_id))
+    if not data:
+        if row is not None:
+            await session.delete(row)
+    elif row is None:
+        session.add(DataBlob(kind=kind, owner_id=owner_id, data=data))
+    else:
+        row.data = data
+        row.updated_at = utcnow()
+        session.add(row)
+    await session.commit()
+
+
+async def delete_user_conversations(session: AsyncSession, user_id: int) -> None:
+    """Drop every conversation whose key mentions this user (for /forgetme)."""
+    rows = await session.exec(select(ConversationState))
+    for row in rows:
+        if user_id in decode_key(row.key):
+            await session.delete(row)
+    await session.commit()
+
+
+async def was_processed(session: AsyncSession, update_id: int) -> bool:
+    return await session.get(ProcessedUpdate, update_id) is not None
+
+
+async def mark_processed(session: AsyncSession, update_id: int, *, keep: timedelta = timedelta(days=2)) -> None:
+    """Remember an update id; ids older than `keep` are pruned now and then (Telegram stops redelivering)."""
+    if await session.get(ProcessedUpdate, update_id) is None:
+        session.add(ProcessedUpdate(update_id=update_id))
+    if update_id % 1000 == 0:
+        await session.exec(
+            delete(ProcessedUpdate).where(ProcessedUpdate.processed_at < utcnow() - keep)  # type: ignore[arg-type]
+        )
+    await session.commit()
