@@ -6,6 +6,7 @@ Read top to bottom: services, the application builder chain, then the handlers b
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from telegram import LinkPreviewOptions, Update
@@ -56,7 +57,14 @@ async def post_init(application: Application) -> None:
     await application.bot.set_my_commands(bot_commands(translator(settings.i18n.default_language)))
 
 
-def build_application(settings: Settings, database: Database, **builder_options: Any) -> WaystationApplication:
+def build_application(
+    settings: Settings,
+    database: Database,
+    *,
+    configure: Callable[[WaystationApplication], None] | None = None,
+    **builder_options: Any,
+) -> WaystationApplication:
+    """The wired Application. `configure` may add handlers (plugins, tests) before the catch-all answer."""
     token = settings.require_token()
     services = Services(settings=settings, db=database)
     builder = (
@@ -97,6 +105,8 @@ def build_application(settings: Settings, database: Database, **builder_options:
     application.add_handlers(start.handlers())
     application.add_handlers(language.handlers())
     application.add_handlers(cancel.handlers())
+    if configure is not None:
+        configure(application)
     application.add_handler(start.fallback_handler())
 
     application.add_error_handler(errors.on_error)

@@ -89,6 +89,26 @@ class I18nSettings(_Section):
     default_language: Literal["en", "zh_Hans"] = "en"
 
 
+class GeocodingSettings(_Section):
+    # Nominatim (OpenStreetMap) by default; any server speaking its /search API works (a self-hosted one, the fake).
+    domain: str = "nominatim.openstreetmap.org"
+    scheme: Literal["https", "http"] = "https"
+    # Nominatim's usage policy asks for an identifying user agent and at most one request per second.
+    user_agent: str = "waystation-bot/0.1"
+    min_delay_seconds: float = Field(1.0, ge=0)
+    timeout_seconds: float = Field(5.0, gt=0)
+    # Bias results to these countries (ISO 3166-1 alpha-2, comma separated); empty: worldwide.
+    country_codes: str = "cn"
+    cache_days: int = Field(30, ge=0)
+
+
+class StationsSettings(_Section):
+    # Search outward up to this distance; beyond it the bot says so and still shows the nearest station.
+    search_radius_km: float = Field(50.0, gt=0)
+    # Directions link on a station card: osm, amap, google or apple.
+    directions: Literal["osm", "amap", "google", "apple"] = "osm"
+
+
 class LoggingSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -107,6 +127,8 @@ class Settings(BaseSettings):
     telegram: TelegramSettings = TelegramSettings()
     database: DatabaseSettings = DatabaseSettings()
     i18n: I18nSettings = I18nSettings()
+    geocoding: GeocodingSettings = GeocodingSettings()
+    stations: StationsSettings = StationsSettings()
     logging: LoggingSettings = LoggingSettings()
 
     @field_validator("timezone")

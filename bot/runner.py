@@ -55,10 +55,8 @@ class BotRunner:
         options = dict(self.builder_options)
         if webhook:
             options["updater"] = None
-        self.application = build_application(self.settings, self.database, **options)
+        self.application = build_application(self.settings, self.database, configure=self.configure, **options)
         app = self.application
-        if self.configure is not None:
-            self.configure(app)
         await app.initialize()
         if app.post_init is not None:
             await app.post_init(app)  # only run_polling/run_webhook would call it otherwise

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from bot.config import Settings
 from bot.database import Database
 from bot.i18n import resolve_language
+
+if TYPE_CHECKING:
+    from bot.geocoding import Geocoder
 
 # Don't rewrite users.last_seen more often than this per person: it is for retention, not analytics.
 TOUCH_EVERY_SECONDS = 300.0
@@ -17,6 +23,9 @@ TOUCH_EVERY_SECONDS = 300.0
 class Services:
     settings: Settings
     db: Database
+    geocoder: Geocoder | None = None
+    # Injected so tests can freeze time (opening hours, ages of alerts).
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     # user id -> (language, monotonic time of the last users.touch)
     _languages: dict[int, tuple[str, float]] = field(default_factory=dict)
 

@@ -22,9 +22,11 @@ class Command:
 
 USER_COMMANDS: tuple[Command, ...] = (
     Command("start", N_("Main menu")),
+    Command("find", N_("Find the nearest care stations")),
     Command("help", N_("What this bot can do")),
     Command("language", N_("Change the language")),
     Command("cancel", N_("Stop what you are doing")),
+    Command("station", N_("Staff: update a station's status"), staff_only=True),
 )
 
 
@@ -34,11 +36,13 @@ class MenuEntry:
     request_location: bool = False
 
 
+NEAREST = MenuEntry(N_("📍 Nearest stations"), request_location=True)
+FIND = MenuEntry(N_("🔎 Find by address"))
 LANGUAGE = MenuEntry(N_("🌐 Language"))
 HELP = MenuEntry(N_("❓ Help"))
 
 # Rows of the main menu, top to bottom: the most urgent journeys first as they are added.
-MAIN_MENU: tuple[tuple[MenuEntry, ...], ...] = ((LANGUAGE, HELP),)
+MAIN_MENU: tuple[tuple[MenuEntry, ...], ...] = ((NEAREST, FIND), (LANGUAGE, HELP))
 
 
 def bot_commands(t: Translator) -> list[BotCommand]:
@@ -53,6 +57,12 @@ def main_menu(t: Translator) -> ReplyKeyboardMarkup:
     return ReplyKeyboardMarkup(rows, resize_keyboard=True, is_persistent=True)
 
 
-def menu_button(entry: MenuEntry) -> filters.BaseFilter:
-    """Matches a tap on this menu entry in any language (the keyboard may predate a language switch)."""
-    return filters.ChatType.PRIVATE & filters.Text(sorted({t.gettext(entry.label) for t in all_translators()}))
+def menu_button(*entries: MenuEntry) -> filters.BaseFilter:
+    """Matches a tap on these menu entries in any language (the keyboard may predate a language switch)."""
+    labels = {t.gettext(entry.label) for entry in entries for t in all_translators()}
+    return filters.ChatType.PRIVATE & filters.Text(sorted(labels))
+
+
+def any_menu_button() -> filters.BaseFilter:
+    """A tap on any main-menu entry: inside a conversation it means the person wants to do something else."""
+    return menu_button(*(entry for row in MAIN_MENU for entry in row))

@@ -11,12 +11,17 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from bot.sandbox.fake_telegram import FakeTelegram
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from bot import logs
 from bot.config import Settings, load_settings
+from bot.sandbox.fake_telegram import FakeTelegram
 from tests.harness import BotHarness
+
+# Production log levels for the whole suite (our DEBUG on, third-party request dumps off), so tests see what
+# operators would see and can check that nothing private is logged.
+logs.configure("DEBUG")
 
 POSTGRES_URL = os.environ.get("WAYSTATION_TEST_POSTGRES_URL", "").strip()
 _ran: dict[str, int] = {"sqlite": 0, "postgresql": 0}

@@ -5,11 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from bot.sandbox.fake_telegram import FakeTelegram
-
 from bot.application import WaystationApplication
 from bot.config import Settings
 from bot.runner import BotRunner
+from bot.sandbox.fake_telegram import FakeTelegram
 from handlers.common import Context
 
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import logging
 
 import pytest
-from bot.sandbox.fake_telegram import FakeTelegram
 from telegram import Update
 from telegram.ext import CommandHandler, ConversationHandler, MessageHandler, filters
 
 from bot import logs
 from bot.application import WaystationApplication
 from bot.config import Settings
+from bot.sandbox.fake_telegram import FakeTelegram
 from handlers.common import Context
 from tests.harness import BotHarness
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from bot.sandbox.fake_telegram import BotMessage, FakeTelegram
-
 from tests.harness import BotHarness
 
 
@@ -66,7 +65,7 @@ async def test_language_switch_is_stored_and_survives_restart(bot: BotHarness, f
     await li.send_command("/language")
     choice = await li.receive()
     assert choice.text == "您希望我使用哪种语言？"
-    assert keyboard_labels(choice) == ["English", "✓ 简体中文"]
+    assert keyboard_labels(choice) == ["English", "✓ 中文 (简体)"]
     await li.tap_inline("English", message=choice)
     confirmed = await li.wait_edit(choice.message_id)
     assert confirmed.text == "Language set: English."

@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
-from bot.sandbox.fake_telegram import FakeTelegram
 
+from bot.sandbox.fake_telegram import FakeTelegram
 from tests.conftest import make_settings
 from tests.harness import BotHarness
 

@@ -1,0 +1,1 @@
+"""Sandbox: an in-process fake of the Telegram Bot API, used by end-to-end tests and the browser demo."""
