@@ -6,24 +6,30 @@ Read top to bottom: services, the application builder chain, then the handlers b
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Callable
 from typing import Any
 
 from telegram import LinkPreviewOptions, Update
 from telegram.constants import ParseMode
 from telegram.ext import AIORateLimiter, Application, ApplicationBuilder, Defaults, TypeHandler
+from telegram.warnings import PTBUserWarning
 
 from bot.config import Settings
 from bot.database import Database
 from bot.i18n import all_translators, translator
 from bot.persistence import DatabasePersistence
 from bot.services import Services
-from handlers import cancel, errors, language, start
+from handlers import cancel, errors, find, language, start, station_feedback, station_staff
 from handlers.common import remember_user
 from handlers.menu import bot_commands
 from models import conversation_store
 
 log = logging.getLogger("waystation")
+
+# Conversations entered from an inline button are keyed per chat and user on purpose (one form at a time per person);
+# PTB warns that such handlers are not tracked per message, which is what we want.
+warnings.filterwarnings("ignore", message=".*per_message=False.*", category=PTBUserWarning)
 
 
 class WaystationApplication(Application):
@@ -102,6 +108,9 @@ def build_application(
 
     # Group 0: the journeys. Within a group the first matching handler wins, so conversations come first,
     # then stateless commands and buttons, and last the catch-all that answers anything unexpected.
+    application.add_handlers(find.handlers())
+    application.add_handlers(station_feedback.handlers())
+    application.add_handlers(station_staff.handlers())
     application.add_handlers(start.handlers())
     application.add_handlers(language.handlers())
     application.add_handlers(cancel.handlers())

@@ -17,6 +17,7 @@ from telegram import Update
 from bot.application import WaystationApplication, build_application
 from bot.config import ConfigError, Settings
 from bot.database import Database, ping
+from bot.geocoding import Geocoder
 
 log = logging.getLogger("waystation")
 
@@ -57,6 +58,7 @@ class BotRunner:
             options["updater"] = None
         self.application = build_application(self.settings, self.database, configure=self.configure, **options)
         app = self.application
+        app.services.geocoder = Geocoder(self.settings.geocoding, self.database)
         await app.initialize()
         if app.post_init is not None:
             await app.post_init(app)  # only run_polling/run_webhook would call it otherwise
@@ -80,6 +82,8 @@ class BotRunner:
         if app.running:
             await app.stop()
         await app.shutdown()
+        if app.services.geocoder is not None:
+            await app.services.geocoder.close()
         await self.database.dispose()
         self.application = None
         log.info("Waystation stopped")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from telegram import Update
 from telegram.ext import CommandHandler
 
-from handlers.common import Context, tr
+from handlers.common import Context, Handlers, tr
 from handlers.menu import main_menu
 
 
@@ -17,5 +17,5 @@ async def nothing_to_cancel(update: Update, context: Context) -> None:
     )
 
 
-def handlers() -> list[CommandHandler[Context, None]]:
+def handlers() -> Handlers:
     return [CommandHandler("cancel", nothing_to_cancel)]

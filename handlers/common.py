@@ -6,13 +6,14 @@ import html
 from typing import Any, cast
 
 from telegram import Update
-from telegram.ext import ContextTypes
+from telegram.ext import BaseHandler, ContextTypes
 
 from bot.i18n import Translator, translator
 from bot.services import Services
 from models import users
 
 Context = ContextTypes.DEFAULT_TYPE
+Handlers = list[BaseHandler[Any, Any, Any]]
 
 
 def services(context: Context) -> Services:

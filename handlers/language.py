@@ -6,7 +6,7 @@ from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
 from telegram.ext import CallbackQueryHandler, CommandHandler, MessageHandler
 
 from bot.i18n import available_languages, native_name, translator
-from handlers.common import Context, services, tr
+from handlers.common import Context, Handlers, services, tr
 from handlers.menu import LANGUAGE, main_menu, menu_button
 from models import users
 
@@ -60,7 +60,7 @@ async def choose_language(update: Update, context: Context) -> None:
     )
 
 
-def handlers() -> list[CommandHandler[Context, None] | MessageHandler[Context, None] | CallbackQueryHandler]:
+def handlers() -> Handlers:
     return [
         CommandHandler("language", ask_language),
         MessageHandler(menu_button(LANGUAGE), ask_language),

@@ -5,13 +5,19 @@ from __future__ import annotations
 from telegram import Update
 from telegram.ext import CommandHandler, MessageHandler, filters
 
-from handlers.common import Context, esc, tr
+from handlers import find
+from handlers.common import Context, Handlers, esc, tr
 from handlers.menu import HELP, USER_COMMANDS, main_menu, menu_button
 
 
 async def start(update: Update, context: Context) -> None:
     t = tr(update, context)
     assert update.effective_user is not None and update.effective_message is not None
+    payload = context.args[0] if context.args else ""
+    if payload.startswith("station_") and payload.removeprefix("station_").isdigit():
+        # Deep link t.me/<bot>?start=station_<id>: straight to the card.
+        await find.show_card(update, context, int(payload.removeprefix("station_")))
+        return
     _ = t.gettext
     text = _("Hello, <b>{name}</b>! I am Waystation.").format(name=esc(update.effective_user.first_name))
     text += "\n\n" + _(
@@ -42,7 +48,7 @@ async def unexpected(update: Update, context: Context) -> None:
     )
 
 
-def handlers() -> list[CommandHandler[Context, None] | MessageHandler[Context, None]]:
+def handlers() -> Handlers:
     return [
         CommandHandler("start", start, filters=filters.ChatType.PRIVATE),
         CommandHandler("help", help_command),

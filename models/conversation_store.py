@@ -10,6 +10,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import JSON, BigInteger, Column, String, delete
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Field, SQLModel, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -103,16 +105,23 @@ async def delete_user_conversations(session: AsyncSession, user_id: int) -> None
     await session.commit()
 
 
+_processed = ProcessedUpdate.__table__  # type: ignore[attr-defined]
+
+
 async def was_processed(session: AsyncSession, update_id: int) -> bool:
-    return await session.get(ProcessedUpdate, update_id) is not None
+    # Core statements: this runs for every update, the ORM's identity map would only add cost.
+    connection = await session.connection()
+    found = await connection.execute(select(_processed.c.update_id).where(_processed.c.update_id == update_id))
+    return found.first() is not None
 
 
 async def mark_processed(session: AsyncSession, update_id: int, *, keep: timedelta = timedelta(days=2)) -> None:
-    """Remember an update id; ids older than `keep` are pruned now and then (Telegram stops redelivering)."""
-    if await session.get(ProcessedUpdate, update_id) is None:
-        session.add(ProcessedUpdate(update_id=update_id))
+    """Remember an update id (idempotent); ids older than `keep` are pruned now and then (no more redeliveries)."""
+    connection = await session.connection()
+    insert = pg_insert if connection.dialect.name == "postgresql" else sqlite_insert
+    await connection.execute(
+        insert(_processed).values(update_id=update_id, processed_at=utcnow()).on_conflict_do_nothing()
+    )
     if update_id % 1000 == 0:
-        await session.exec(
-            delete(ProcessedUpdate).where(ProcessedUpdate.processed_at < utcnow() - keep)  # type: ignore[arg-type]
-        )
+        await connection.execute(delete(_processed).where(_processed.c.processed_at < utcnow() - keep))
     await session.commit()

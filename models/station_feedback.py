@@ -38,3 +38,13 @@ async def open_items(session: AsyncSession, station_id: int | None = None) -> li
     if station_id is not None:
         query = query.where(StationFeedback.station_id == station_id)
     return list(await session.exec(query.order_by(StationFeedback.created_at)))  # type: ignore[arg-type]
+
+
+async def mark_reviewed(session: AsyncSession, station_id: int) -> int:
+    """Mark every open item of a station reviewed; returns how many."""
+    items = await open_items(session, station_id)
+    for item in items:
+        item.reviewed = True
+        session.add(item)
+    await session.commit()
+    return len(items)

@@ -146,6 +146,7 @@ async def set_status(
     session.add(station)
     await session.commit()
     await session.refresh(station)
+    _search_index_changed(session)
     return station
 
 
@@ -159,3 +160,10 @@ async def mark_verified(session: AsyncSession, station_id: int) -> Station | Non
     await session.commit()
     await session.refresh(station)
     return station
+
+
+def _search_index_changed(session: AsyncSession) -> None:
+    """Let the nearest-station index notice a status change at once (closed stations leave it)."""
+    from models import station_search  # imported here: station_search imports this module
+
+    station_search.invalidate(session.bind)

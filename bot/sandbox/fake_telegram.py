@@ -177,18 +177,18 @@ KEYBOARD_BUTTON_REQUESTS: Final = (
 # A valid 2x2 JPEG: the default picture a fake user sends.
 TINY_JPEG: Final = bytes.fromhex(
     "ffd8ffe000104a46494600010100000100010000ffdb004300100b0c0e0c0a100e0d0e1211101318281a181616183123251d"
-    "283a333d3c3933383740485c4e404457453738506d51575f626768673e4d71797064785c656763ffdb0043011112121815182f"
-    "1a1a2f634238426363636363636363636363636363636363636363636363636363636363636363636363636363636363636363"
-    "636363ffc00011080002000203012200021101031101ffc4001f0000010501010101010100000000000000000102030405060708"
-    "090a0bffc400b5100002010303020403050504040000017d01020300041105122131410613516107227114328191a1082342b1"
-    "c11552d1f02433627282090a161718191a25262728292a3435363738393a434445464748494a535455565758595a6364656667"
-    "68696a737475767778797a838485868788898a92939495969798999aa2a3a4a5a6a7a8a9aab2b3b4b5b6b7b8b9bac2c3c4c5c6"
-    "c7c8c9cad2d3d4d5d6d7d8d9dae1e2e3e4e5e6e7e8e9eaf1f2f3f4f5f6f7f8f9faffc4001f01000301010101010101010100000000"
-    "00000102030405060708090a0bffc400b51100020102040403040705040400010277000102031104052131061241510761711322"
-    "328108144291a1b1c109233352f0156272d10a162434e125f11718191a262728292a35363738393a434445464748494a53545556"
-    "5758595a636465666768696a737475767778797a82838485868788898a92939495969798999aa2a3a4a5a6a7a8a9aab2b3b4b5b6"
-    "b7b8b9bac2c3c4c5c6c7c8c9cad2d3d4d5d6d7d8d9dae2e3e4e5e6e7e8e9eaf2f3f4f5f6f7f8f9faffda000c03010002110311003f"
-    "00c7a28a2b84fa83ffd9"
+    "283a333d3c3933383740485c4e404457453738506d51575f626768673e4d71797064785c656763ffdb004301111212181518"
+    "2f1a1a2f63423842636363636363636363636363636363636363636363636363636363636363636363636363636363636363"
+    "6363636363636363ffc00011080002000203012200021101031101ffc4001f00000105010101010101000000000000000001"
+    "02030405060708090a0bffc400b5100002010303020403050504040000017d01020300041105122131410613516107227114"
+    "328191a1082342b1c11552d1f02433627282090a161718191a25262728292a3435363738393a434445464748494a53545556"
+    "5758595a636465666768696a737475767778797a838485868788898a92939495969798999aa2a3a4a5a6a7a8a9aab2b3b4b5"
+    "b6b7b8b9bac2c3c4c5c6c7c8c9cad2d3d4d5d6d7d8d9dae1e2e3e4e5e6e7e8e9eaf1f2f3f4f5f6f7f8f9faffc4001f010003"
+    "0101010101010101010000000000000102030405060708090a0bffc400b51100020102040403040705040400010277000102"
+    "031104052131061241510761711322328108144291a1b1c109233352f0156272d10a162434e125f11718191a262728292a35"
+    "363738393a434445464748494a535455565758595a636465666768696a737475767778797a82838485868788898a92939495"
+    "969798999aa2a3a4a5a6a7a8a9aab2b3b4b5b6b7b8b9bac2c3c4c5c6c7c8c9cad2d3d4d5d6d7d8d9dae2e3e4e5e6e7e8e9ea"
+    "f2f3f4f5f6f7f8f9faffda000c03010002110311003f00c7a28a2b84fa83ffd9"
 )
 
 
@@ -557,21 +557,26 @@ class UpdateQueue:
 
     def confirm(self, offset: int) -> None:
         """Forget updates below ``offset``; a negative offset keeps only the last ``-offset`` updates."""
+        before = len(self._pending)
         if offset < 0:
             while len(self._pending) > -offset:
                 self._pending.popleft()
-            return
-        while self._pending and self._pending[0]["update_id"] < offset:
-            self._pending.popleft()
+        else:
+            while self._pending and self._pending[0]["update_id"] < offset:
+                self._pending.popleft()
+        if len(self._pending) != before:
+            self.changes.fire()
 
     def peek(self, limit: int) -> list[JsonDict]:
         return list(itertools.islice(self._pending, limit))
 
     def remove(self, update_id: int) -> None:
         self._pending = deque(u for u in self._pending if u["update_id"] != update_id)
+        self.changes.fire()
 
     def clear(self) -> None:
         self._pending.clear()
+        self.changes.fire()
 
     def snapshot(self) -> list[JsonDict]:
         return copy.deepcopy(list(self._pending))
@@ -1960,6 +1965,13 @@ class FakeTelegram:
     def pending_updates(self) -> list[JsonDict]:
         return self.world.updates.snapshot()
 
+    async def wait_updates_consumed(self, timeout: float = 5.0) -> None:
+        """Wait until the bot has taken every queued update (confirmed by offset or delivered by webhook)."""
+        queue = self.world.updates
+        if await _wait_for_pulse(queue.changes, lambda: len(queue) == 0, timeout) is None:
+            pending = [next(k for k in u if k != "update_id") for u in queue.snapshot()]
+            raise AssertionError(f"{len(pending)} update(s) still pending after {timeout}s: {pending}")
+
     def chat(self, chat_id: int) -> ChatState:
         return self.world.chats[chat_id]
 
@@ -2105,7 +2117,7 @@ class _ChatReader:
 
     async def wait_until(
         self,
-        predicate: Callable[[list[BotMessage]], T],
+        predicate: Callable[[list[BotMessage]], T | None],
         timeout: float = 5.0,
         chat: _ChatReader | None = None,
     ) -> T:
@@ -2147,6 +2159,9 @@ class FakeUser(_ChatReader):
     def __init__(self, fake: FakeTelegram, info: UserInfo, chat: ChatState) -> None:
         super().__init__(fake, chat)
         self.info = info
+
+    def __repr__(self) -> str:
+        return f"FakeUser({self.info.first_name!r}, id={self.info.id})"
 
     @property
     def id(self) -> int:
@@ -2223,7 +2238,7 @@ class FakeUser(_ChatReader):
 
     async def send_contact(
         self,
-        phone_number: str,
+        phone: str,
         first_name: str | None = None,
         user_id: int | _OwnContact | None = _OwnContact.OWN,
         chat: _ChatReader | None = None,
@@ -2231,7 +2246,7 @@ class FakeUser(_ChatReader):
         """Share a contact: by default the user's own (``user_id`` = their id), else someone else's."""
         contact_user = self.id if user_id is _OwnContact.OWN else user_id
         contact: JsonDict = {
-            "phone_number": phone_number,
+            "phone_number": phone,
             "first_name": first_name or (self.first_name if contact_user == self.id else "Contact"),
         }
         if contact_user == self.id and self.info.last_name:
@@ -2393,6 +2408,9 @@ class FakeUser(_ChatReader):
 
 class FakeGroup(_ChatReader):
     """A supergroup (e.g. the staff group) with the bot as administrator."""
+
+    def __repr__(self) -> str:
+        return f"FakeGroup({self.title!r}, id={self.id})"
 
     @property
     def id(self) -> int:

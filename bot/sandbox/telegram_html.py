@@ -400,13 +400,14 @@ def _tags_for(entity: dict[str, Any]) -> tuple[str, str] | None:
         "italic": "i",
         "underline": "u",
         "strikethrough": "s",
-        "spoiler": "tg-spoiler",
         "code": "code",
         "blockquote": "blockquote",
     }
     if kind in simple:
         tag = simple[str(kind)]
         return f"<{tag}>", f"</{tag}>"
+    if kind == "spoiler":
+        return '<span class="tg-spoiler">', "</span>"  # the spelling PTB's text_html uses
     if kind == "expandable_blockquote":
         return "<blockquote expandable>", "</blockquote>"
     if kind == "text_link":
