@@ -173,13 +173,13 @@ async def on_list_button(update: Update, context: Context) -> None:
         return
     lines, has_more, beyond, now = await search(context, view)
     await query.answer()
+    keyboard = list_keyboard(t, view, lines, has_more=has_more)
+    if query.message is not None and getattr(query.message, "reply_markup", None) == keyboard:
+        return  # a second tap on an old button: the buttons encode the view, so the message already shows it
     try:
-        await query.edit_message_text(
-            list_text(t, view, lines, now, beyond_radius_km=beyond),
-            reply_markup=list_keyboard(t, view, lines, has_more=has_more),
-        )
+        await query.edit_message_text(list_text(t, view, lines, now, beyond_radius_km=beyond), reply_markup=keyboard)
     except BadRequest as exc:
-        if "not modified" not in str(exc):  # a second tap on the same button: nothing to change
+        if "not modified" not in str(exc):
             raise
 
 

@@ -1082,6 +1082,9 @@ async def import_records(
             session.add(station)
     if not dry_run:
         await session.commit()
+        from models import station_search  # imported here: the search module is heavy (numpy, scipy)
+
+        station_search.invalidate(session.bind)
     return report
 
 

@@ -70,8 +70,10 @@ async def fake_telegram() -> AsyncIterator[FakeTelegram]:
         yield fake
 
 
-def make_settings(fake: FakeTelegram, database_url: str, **telegram: object) -> Settings:
-    """Settings pointing the bot at the fake Bot API and the test database."""
+def make_settings(
+    fake: FakeTelegram, database_url: str, sections: dict[str, object] | None = None, **telegram: object
+) -> Settings:
+    """Settings pointing the bot at the fake Bot API and the test database (plus any other `sections`)."""
     return load_settings(
         None,
         telegram={
@@ -81,6 +83,7 @@ def make_settings(fake: FakeTelegram, database_url: str, **telegram: object) -> 
             **telegram,
         },
         database={"url": database_url},
+        **(sections or {}),
     )
 
 
