@@ -20,7 +20,17 @@ from bot.database import Database
 from bot.i18n import all_translators, translator
 from bot.persistence import DatabasePersistence
 from bot.services import Services
-from handlers import cancel, errors, find, language, start, station_feedback, station_staff
+from handlers import (
+    cancel,
+    errors,
+    find,
+    language,
+    request_form,
+    start,
+    station_feedback,
+    station_staff,
+    status,
+)
 from handlers.common import remember_user
 from handlers.menu import bot_commands
 from models import conversation_store
@@ -108,11 +118,13 @@ def build_application(
 
     # Group 0: the journeys. Within a group the first matching handler wins, so conversations come first,
     # then stateless commands and buttons, and last the catch-all that answers anything unexpected.
+    application.add_handlers(request_form.handlers())
     application.add_handlers(find.handlers())
     application.add_handlers(station_feedback.handlers())
     application.add_handlers(station_staff.handlers())
     application.add_handlers(start.handlers())
     application.add_handlers(language.handlers())
+    application.add_handlers(status.handlers())
     application.add_handlers(cancel.handlers())
     if configure is not None:
         configure(application)

@@ -109,6 +109,23 @@ class StationsSettings(_Section):
     directions: Literal["osm", "amap", "google", "apple"] = "osm"
 
 
+class HelpSettings(_Section):
+    # Shown at once when someone is in danger: service name -> number (police, ambulance, fire, or any label).
+    emergency_numbers: dict[str, str] = {"police": "110", "ambulance": "120", "fire": "119"}
+    # The relief station's 24-hour hotline (empty: not shown).
+    hotline: str = ""
+    # For people under 18 (China: 12355 youth service line).
+    child_protection_line: str = "12355"
+    # Reference numbers look like WS-2026-000123.
+    reference_prefix: str = Field("WS", pattern=r"^[A-Z]{1,8}$")
+    max_documents: int = Field(5, ge=0, le=10)
+
+
+class StaffSettings(_Section):
+    # Telegram group chats (ids like -1001234567890) where new cases post their alert card.
+    alert_chat_ids: list[int] = []
+
+
 class LoggingSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -129,6 +146,8 @@ class Settings(BaseSettings):
     i18n: I18nSettings = I18nSettings()
     geocoding: GeocodingSettings = GeocodingSettings()
     stations: StationsSettings = StationsSettings()
+    help: HelpSettings = HelpSettings()
+    staff: StaffSettings = StaffSettings()
     logging: LoggingSettings = LoggingSettings()
 
     @field_validator("timezone")

@@ -18,6 +18,7 @@ from bot.application import WaystationApplication, build_application
 from bot.config import ConfigError, Settings
 from bot.database import Database, ping
 from bot.geocoding import Geocoder
+from bot.outbox import OutboxWorker
 
 log = logging.getLogger("waystation")
 
@@ -41,6 +42,7 @@ class BotRunner:
         self.builder_options = builder_options
         self.database = Database(settings.database.url, echo=settings.database.echo)
         self.application: WaystationApplication | None = None
+        self.outbox: OutboxWorker | None = None
         self._site_runner: web.AppRunner | None = None
         self.webhook_port: int | None = None
 
@@ -63,6 +65,10 @@ class BotRunner:
         if app.post_init is not None:
             await app.post_init(app)  # only run_polling/run_webhook would call it otherwise
         await app.start()
+        # One process per bot is the supported deployment, so items a crashed run left "sending" are ours to resend.
+        self.outbox = OutboxWorker(app.bot, self.database, takeover_on_start=True)
+        app.services.outbox = self.outbox
+        await self.outbox.start()
         if webhook:
             await self._start_webhook()
         else:
@@ -79,6 +85,9 @@ class BotRunner:
             self._site_runner = None
         if app.updater is not None and app.updater.running:
             await app.updater.stop()
+        if self.outbox is not None:
+            await self.outbox.stop()
+            self.outbox = None
         if app.running:
             await app.stop()
         await app.shutdown()

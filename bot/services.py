@@ -14,6 +14,7 @@ from bot.i18n import resolve_language
 
 if TYPE_CHECKING:
     from bot.geocoding import Geocoder
+    from bot.outbox import OutboxWorker
 
 # Don't rewrite users.last_seen more often than this per person: it is for retention, not analytics.
 TOUCH_EVERY_SECONDS = 300.0
@@ -24,10 +25,16 @@ class Services:
     settings: Settings
     db: Database
     geocoder: Geocoder | None = None
+    outbox: OutboxWorker | None = None
     # Injected so tests can freeze time (opening hours, ages of alerts).
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     # user id -> (language, monotonic time of the last users.touch)
     _languages: dict[int, tuple[str, float]] = field(default_factory=dict)
+
+    def wake_outbox(self) -> None:
+        """Call after committing outbox items: the worker sends them now instead of at its next poll."""
+        if self.outbox is not None:
+            self.outbox.wake()
 
     def cached_language(self, user_id: int) -> str | None:
         cached = self._languages.get(user_id)

@@ -23,6 +23,8 @@ class Command:
 USER_COMMANDS: tuple[Command, ...] = (
     Command("start", N_("Main menu")),
     Command("find", N_("Find the nearest care stations")),
+    Command("request", N_("Ask for help")),
+    Command("status", N_("Follow your requests")),
     Command("help", N_("What this bot can do")),
     Command("language", N_("Change the language")),
     Command("cancel", N_("Stop what you are doing")),
@@ -37,12 +39,14 @@ class MenuEntry:
 
 
 NEAREST = MenuEntry(N_("📍 Nearest stations"), request_location=True)
+ASK_HELP = MenuEntry(N_("🆘 Ask for help"))
+MY_REQUESTS = MenuEntry(N_("📋 My requests"))
 FIND = MenuEntry(N_("🔎 Find by address"))
 LANGUAGE = MenuEntry(N_("🌐 Language"))
 HELP = MenuEntry(N_("❓ Help"))
 
 # Rows of the main menu, top to bottom: the most urgent journeys first as they are added.
-MAIN_MENU: tuple[tuple[MenuEntry, ...], ...] = ((NEAREST, FIND), (LANGUAGE, HELP))
+MAIN_MENU: tuple[tuple[MenuEntry, ...], ...] = ((NEAREST, FIND), (ASK_HELP, MY_REQUESTS), (LANGUAGE, HELP))
 
 
 def bot_commands(t: Translator) -> list[BotCommand]:
