@@ -22,6 +22,7 @@ from bot.persistence import DatabasePersistence
 from bot.services import Services
 from handlers import (
     cancel,
+    case_staff,
     errors,
     find,
     language,
@@ -122,6 +123,7 @@ def build_application(
     application.add_handlers(find.handlers())
     application.add_handlers(station_feedback.handlers())
     application.add_handlers(station_staff.handlers())
+    application.add_handlers(case_staff.handlers())  # before /cancel: its steps have their own /cancel
     application.add_handlers(start.handlers())
     application.add_handlers(language.handlers())
     application.add_handlers(status.handlers())

@@ -368,12 +368,15 @@ class OutboxWorker:
     # --- one item ------------------------------------------------------------------------------------------
 
     async def _process(self, item: OutboxItem) -> None:
+        answered = asyncio.Event()  # set once Telegram has answered: from then on the outcome must be recorded
         try:
-            await self._deliver(item)
+            await self._deliver(item, answered)
         except asyncio.CancelledError:
-            # Stopped mid-call: give the item back so it is sent again (at-least-once) without waiting for the lease.
-            with contextlib.suppress(Exception):
-                await asyncio.shield(self._record(outbox.release, [item.id]))
+            if not answered.is_set():
+                # Stopped before Telegram answered: give the item back so it is sent again (at-least-once; the call
+                # may have reached Telegram) at once rather than after the lease.
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self._record(outbox.release, [item.id]))
             raise
         except Exception as exc:  # bookkeeping failed (database down): the lease expiry will bring the item back
             log.error(
@@ -384,7 +387,7 @@ class OutboxWorker:
                 _error_name(exc),
             )
 
-    async def _deliver(self, item: OutboxItem) -> None:
+    async def _deliver(self, item: OutboxItem, answered: asyncio.Event) -> None:
         target: tuple[int, int] | None = None
         if item.method == outbox.EDIT_MESSAGE_TEXT:
             try:
@@ -407,6 +410,19 @@ class OutboxWorker:
             outcome = classify(exc)
         else:
             outcome = Outcome("sent", "ok")
+        answered.set()
+        # Recording what Telegram did is shielded from a stop: a cancelled `mark_sent` would mean a duplicate.
+        conclusion = asyncio.ensure_future(self._conclude(item, outcome, message_id, target))
+        try:
+            await asyncio.shield(conclusion)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(conclusion)
+            raise
+
+    async def _conclude(
+        self, item: OutboxItem, outcome: Outcome, message_id: int | None, target: tuple[int, int] | None
+    ) -> None:
         if outcome.action == "sent":
             if message_id is None and target is not None:
                 message_id = target[1]
