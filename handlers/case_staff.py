@@ -100,6 +100,16 @@ async def _acting_staff(context: Context, user_id: int) -> Staff | None:
     return member if member is not None and member.can("case.act") else None
 
 
+async def may_act(context: Context, user_id: int, case: Case | None) -> Staff | None:
+    """The one authorisation check for staff actions on a case (requests and reports alike), run on every callback.
+
+    Today: any staff member whose role may act on cases. Team scoping (a responder of team A cannot act on team B's
+    case) belongs here too, so every card module gets it at once."""
+    if case is None:
+        return None
+    return await _acting_staff(context, user_id)
+
+
 async def _load_case(context: Context, case_id: int) -> Case | None:
     async with services(context).db.session() as session:
         return await cases.get(session, case_id)
