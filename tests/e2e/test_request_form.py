@@ -293,3 +293,53 @@ async def fill_until_review_with_reuse(user: FakeUser) -> BotMessage:
     await user.tap_inline("📎 Use the 2 documents you gave before", message=docs)
     await user.receive()
     return await tap(user, "✅ I agree")
+
+
+async def test_full_loop_requester_follows_every_change(
+    bot_with_staff: BotHarness, fake_telegram: FakeTelegram, staff_group: FakeGroup
+) -> None:
+    """Form → card → claim → resolve: the requester is told each change in their own language."""
+    from models import staff
+    from models.staff import Role
+
+    responder = fake_telegram.user("Wang Responder")
+    staff_group.add_member(responder)
+    async with bot_with_staff.services.db.session() as session:
+        await staff.add(session, responder.id, "王师傅", Role.RESPONDER)
+    li = fake_telegram.user("Li", language_code="zh")
+    await li.send_command("/request")
+    await li.receive()
+    await tap(li, "否")
+    kinds = await tap(li, "否")
+    await li.tap_inline("🛏️ 今晚的床位", message=kinds)
+    await li.wait_edit(kinds.message_id)
+    await tap(li, "下一步 ▶")
+    await li.send_text("火车站附近，没有地方住")
+    await li.receive()
+    await li.tap_reply_button("⏭ 跳过")
+    await li.receive_all(2)
+    await li.tap_reply_button("💬 通过 Telegram 联系即可")
+    await li.receive_all(2)
+    await tap(li, "⏭ 跳过")
+    await tap(li, "✅ 我同意")
+    confirmation = await tap(li, "📨 提交")
+    reference = confirmation.text.split("编号：")[1].split()[0]
+
+    card = await staff_group.receive()
+    await responder.tap_inline("✋ Claim", message=card, chat=staff_group)
+    claimed = await staff_group.wait_edit(card.message_id)
+    assert "✋ Claimed by 王师傅" in claimed.text
+    notice = await li.receive()
+    assert notice.text == f"您的求助 {reference} 已由 王师傅 接手，他们会在这里联系您。"
+
+    await responder.tap_inline("✅ Resolve", message=claimed, chat=staff_group)
+    reasons = await responder.receive()
+    await responder.tap_inline("Lodging arranged", message=reasons)
+    await responder.receive()  # asks for an optional note
+    await responder.send_text("Bed at the Hutang night warm station")
+    await responder.receive()
+    resolved = await li.receive()
+    assert resolved.text.startswith(f"您的求助 {reference} 已解决：已安排住宿。")
+    assert "Bed at the Hutang night warm station" in resolved.text
+    await li.send_command("/status")
+    assert f"{reference} · ✅ 已解决" in (await li.receive()).button_texts
