@@ -28,7 +28,7 @@ from telegram.ext import CallbackQueryHandler, CommandHandler, ConversationHandl
 from bot.i18n import N_, Translator, translator
 from bot.services import Services
 from handlers.case_alerts import enqueue_cards, enqueue_notification
-from handlers.case_views import CASE_PREFIX, CLOSING_LABELS, kinds_text, status_text, when
+from handlers.case_views import CASE_PREFIX, CLOSING_LABELS, kinds_text, status_text, urgency_line, when
 from handlers.common import Context, Handlers, esc, services, tr
 from handlers.menu import any_menu_button, main_menu
 from models import cases, outbox, users
@@ -242,13 +242,9 @@ def _details_text(t: Translator, case: Case, tz: str) -> str:
         t.gettext("📂 <b>{reference}</b> · {status}").format(reference=esc(case.reference), status=status_text(t, case))
     ]
     lines.append(t.gettext("🙋 Needs: {kinds}").format(kinds=kinds_text(t, case.categories)))
-    flags = []
-    if case.danger:
-        flags.append(t.gettext("🚨 someone in danger"))
-    if case.minor:
-        flags.append(t.gettext("🧒 under 18"))
-    if flags:
-        lines.append(t.gettext("⚠️ Urgent: {flags}").format(flags=", ".join(flags)))
+    urgency = urgency_line(t, case)
+    if urgency:
+        lines.append(urgency)
     if case.description:
         description = case.description
         if len(description) > MAX_DESCRIPTION_IN_DETAILS:

@@ -77,17 +77,23 @@ def age_text(t: Translator, since: datetime, now: datetime) -> str:
     return t.ngettext("{n} hour ago", "{n} hours ago", hours).format(n=hours)
 
 
-def card_text(t: Translator, case: Case, *, now: datetime, tz: str, area: str | None) -> str:
-    """The staff alert card: enough to decide, no more personal data than needed (details go by private message)."""
-    lines = [f"{status_text(t, case)} · <b>{esc(case.reference)}</b>"]
-    lines.append(t.gettext("🙋 Needs: {kinds}").format(kinds=kinds_text(t, case.categories)))
+def urgency_line(t: Translator, case: Case) -> str | None:
+    """ "⚠️ Urgent: 🚨 someone in danger, 🧒 under 18", or None when neither applies."""
     flags = []
     if case.danger:
         flags.append(t.gettext("🚨 someone in danger"))
     if case.minor:
         flags.append(t.gettext("🧒 under 18"))
-    if flags:
-        lines.append(t.gettext("⚠️ Urgent: {flags}").format(flags=", ".join(flags)))
+    return t.gettext("⚠️ Urgent: {flags}").format(flags=", ".join(flags)) if flags else None
+
+
+def card_text(t: Translator, case: Case, *, now: datetime, tz: str, area: str | None) -> str:
+    """The staff alert card: enough to decide, no more personal data than needed (details go by private message)."""
+    lines = [f"{status_text(t, case)} · <b>{esc(case.reference)}</b>"]
+    lines.append(t.gettext("🙋 Needs: {kinds}").format(kinds=kinds_text(t, case.categories)))
+    urgency = urgency_line(t, case)
+    if urgency:
+        lines.append(urgency)
     lines.append(t.gettext("📍 Area: {area}").format(area=esc(area) if area else t.gettext("not given")))
     if case.description:
         short = case.description if len(case.description) <= 300 else case.description[:300] + "…"

@@ -26,7 +26,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from models.base import utcnow
-from models.stations import AMENITIES, Station, StationStatus
+from models.stations import AMENITIES, Station, StationStatus, station_record
 
 # models/ must not import bot/, so the data directory is located from this file (both packages are siblings, in a
 # checkout and in site-packages alike).
@@ -140,25 +140,7 @@ class StationData:
 
     def as_record(self) -> dict[str, Any]:
         """Same shape as Station.as_record(), so "unchanged" is a plain dict comparison."""
-        return {
-            "id": self.id,
-            "name": self.name,
-            "name_en": self.name_en,
-            "lat": self.lat,
-            "lon": self.lon,
-            "address": self.address,
-            "phone": self.phone,
-            "amenities": list(self.amenities),
-            "opening_hours": self.opening_hours,
-            "status": self.status,
-            "alert": self.alert,
-            "languages": list(self.languages),
-            "operator": self.operator,
-            "timezone": self.timezone,
-            "step_free": self.step_free,
-            "accessible_toilet": self.accessible_toilet,
-            "last_verified": self.last_verified.isoformat() if self.last_verified else None,
-        }
+        return station_record(self.id, self)
 
     def apply_to(self, station: Station) -> None:
         station.external_id = self.id

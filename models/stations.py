@@ -97,25 +97,41 @@ class Station(SQLModel, table=True):
 
     def as_record(self) -> dict[str, Any]:
         """Plain fields for export and comparison (no database ids or timestamps)."""
-        return {
-            "id": self.external_id,
-            "name": self.name,
-            "name_en": self.name_en,
-            "lat": self.lat,
-            "lon": self.lon,
-            "address": self.address,
-            "phone": self.phone,
-            "amenities": list(self.amenities),
-            "opening_hours": self.opening_hours,
-            "status": self.status,
-            "alert": self.alert,
-            "languages": list(self.languages),
-            "operator": self.operator,
-            "timezone": self.timezone,
-            "step_free": self.step_free,
-            "accessible_toilet": self.accessible_toilet,
-            "last_verified": self.last_verified.isoformat() if self.last_verified else None,
-        }
+        return station_record(self.external_id, self)
+
+
+# The fields a station file describes, in export column order (after "id").
+RECORD_FIELDS: tuple[str, ...] = (
+    "name",
+    "name_en",
+    "lat",
+    "lon",
+    "address",
+    "phone",
+    "amenities",
+    "opening_hours",
+    "status",
+    "alert",
+    "languages",
+    "operator",
+    "timezone",
+    "step_free",
+    "accessible_toilet",
+    "last_verified",
+)
+
+
+def station_record(external_id: str, source: Any) -> dict[str, Any]:
+    """A station as plain data (a row or an imported record alike), so "unchanged" is a dict comparison."""
+    record: dict[str, Any] = {"id": external_id}
+    for name in RECORD_FIELDS:
+        value = getattr(source, name)
+        if name in ("amenities", "languages"):
+            value = list(value)
+        elif name == "last_verified":
+            value = value.isoformat() if value else None
+        record[name] = value
+    return record
 
 
 async def get(session: AsyncSession, station_id: int) -> Station | None:
