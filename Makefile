@@ -17,6 +17,10 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/waystation run
 
+# Try everything without Telegram: http://127.0.0.1:8080 (throw-away database; Ctrl-C stops it).
+demo: $(STAMP)
+	$(BIN)/waystation demo
+
 db-upgrade: $(STAMP)
 	$(BIN)/waystation db upgrade
 

@@ -36,6 +36,12 @@ def _run(settings: Settings, _args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo(args: argparse.Namespace) -> int:
+    from bot.sandbox.demo import run_demo
+
+    return run_demo(args.port, language=args.language)
+
+
 def _db_upgrade(settings: Settings, args: argparse.Namespace) -> int:
     async def upgrade() -> str | None:
         database = Database(settings.database.url)
@@ -164,6 +170,11 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run the bot (long polling or webhook, as configured)")
     run.set_defaults(handler=_run)
 
+    demo = commands.add_parser("demo", help="try the whole bot in a browser, without Telegram (throw-away data)")
+    demo.add_argument("--port", type=int, default=8080, help="web page port on 127.0.0.1 (0: any free port)")
+    demo.add_argument("--language", choices=["en", "zh"], default="en", help="the demo people's Telegram language")
+    demo.set_defaults(handler=_demo, needs_settings=False)
+
     db = commands.add_parser("db", help="database schema")
     db_commands = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
     upgrade = db_commands.add_parser("upgrade", help="apply pending migrations")
@@ -203,8 +214,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handler: Command = args.handler
     try:
+        if not getattr(args, "needs_settings", True):
+            # The demo builds its own settings: a broken or real config.toml must not stop (or leak into) it.
+            return int(args.handler(args))
+        handler: Command = args.handler
         settings = load_settings(args.config)
         return handler(settings, args)
     except ConfigError as exc:
