@@ -26,11 +26,15 @@ from handlers import (
     errors,
     find,
     language,
+    queue,
+    report_form,
+    report_staff,
     request_form,
     start,
     station_feedback,
     station_staff,
     status,
+    teams,
 )
 from handlers.common import remember_user
 from handlers.menu import bot_commands
@@ -114,16 +118,25 @@ def build_application(
     application: WaystationApplication = builder.build()  # type: ignore[assignment]
     application.bot_data["services"] = services
 
+    # Group -2: team scoping of case-card buttons, before any card handler sees them (a responder of team A cannot
+    # act on team B's case, whichever module drew the button).
+    application.add_handler(teams.scope_guard_handler(), group=-2)
+
     # Group -1: bookkeeping that must see every update before any journey handles it.
     application.add_handler(TypeHandler(Update, remember_user), group=-1)
 
     # Group 0: the journeys. Within a group the first matching handler wins, so conversations come first,
     # then stateless commands and buttons, and last the catch-all that answers anything unexpected.
     application.add_handlers(request_form.handlers())
+    # Reports before find (which answers any location: the report's pin) and before start (/start report).
+    application.add_handlers(report_form.handlers())
+    application.add_handlers(report_staff.handlers())
     application.add_handlers(find.handlers())
     application.add_handlers(station_feedback.handlers())
     application.add_handlers(station_staff.handlers())
     application.add_handlers(case_staff.handlers())  # before /cancel: its steps have their own /cancel
+    application.add_handlers(teams.handlers())
+    application.add_handlers(queue.handlers())
     application.add_handlers(start.handlers())
     application.add_handlers(language.handlers())
     application.add_handlers(status.handlers())

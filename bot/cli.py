@@ -14,7 +14,7 @@ from typing import TypeVar
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from bot import logs
+from bot import cli_teams, logs
 from bot.config import ConfigError, Settings, load_settings
 from bot.database import Database
 
@@ -196,6 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--format", choices=["csv", "geojson"], default="csv")
     exp.add_argument("--output", "-o", help="file to write (default: standard output)")
     exp.set_defaults(handler=_stations_export)
+
+    cli_teams.add_parser(commands)
 
     staff = commands.add_parser("staff", help="staff members and their roles")
     staff_commands = staff.add_subparsers(dest="staff_command", required=True, metavar="ACTION")

@@ -7,13 +7,14 @@ Nested keys in the environment use a double underscore: ``WAYSTATION_TELEGRAM__T
 
 from __future__ import annotations
 
+import itertools
 import os
 import tomllib
 import zoneinfo
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -126,8 +127,161 @@ class StaffSettings(_Section):
     alert_chat_ids: list[int] = []
 
 
+class ReportsSettings(_Section):
+    # Anti-abuse: one person may send at most this many reports of someone in the cold per hour.
+    max_per_hour: int = Field(3, ge=1, le=100)
+
+
+EscalationTarget = Literal["group", "on_call", "coordinators", "team", "default_team"]
+
+
+class EscalationStep(_Section):
+    # Minutes after the case came in (with out_of_hours = "wait", time off duty does not count).
+    after_minutes: int = Field(gt=0, le=10_080)
+    # Who is told: "group" (a reminder in the team's group), "on_call" (the on-call person, directly),
+    # "coordinators", "team" (every responder of the team, directly), "default_team" (the card goes there too).
+    notify: list[EscalationTarget] = Field(min_length=1)
+
+
+def _default_chain() -> list[EscalationStep]:
+    return [
+        EscalationStep(after_minutes=10, notify=["group", "on_call"]),
+        EscalationStep(after_minutes=20, notify=["coordinators"]),
+        EscalationStep(after_minutes=40, notify=["default_team"]),
+    ]
+
+
+class EscalationSettings(_Section):
+    enabled: bool = True
+    # The chain of every team that has none of its own (`waystation teams add NAME --escalation JSON`).
+    chain: list[EscalationStep] = Field(default_factory=_default_chain)
+    # After the last step, repeat it every N minutes until someone claims the case (0: do not repeat).
+    repeat_every_minutes: int = Field(30, ge=0, le=10_080)
+    # Out of the team's duty hours: "wait" (the chain pauses until duty starts) or "continue".
+    out_of_hours: Literal["wait", "continue"] = "wait"
+    # A claim with no update for this long: the claimer is reminded; later the case goes back to the queue.
+    remind_claimer_after_hours: float = Field(4.0, gt=0)
+    release_claim_after_hours: float = Field(8.0, gt=0)
+    # How often due escalations are looked for (they are kept in the database, so a restart loses none).
+    check_every_seconds: float = Field(30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> EscalationSettings:
+        times = [step.after_minutes for step in self.chain]
+        if any(later <= earlier for earlier, later in itertools.pairwise(times)):
+            raise ValueError("chain steps in increasing after_minutes")
+        if self.release_claim_after_hours <= self.remind_claimer_after_hours:
+            raise ValueError("release_claim_after_hours later than remind_claimer_after_hours")
+        return self
+
+
+class TeamsSettings(_Section):
+    # The team that gets cases with no location or that no team's area covers (its name in `waystation teams list`).
+    # Empty (or no such team): those cases go to staff.alert_chat_ids.
+    default_team: str = ""
+    # One-time invite links (t.me/<bot>?start=invite_…) and group link codes (/linkteam CODE) expire after:
+    invite_valid_hours: float = Field(72.0, gt=0, le=720)
+    link_code_valid_hours: float = Field(168.0, gt=0, le=720)
+    # Local time of the daily check that tells coordinators about a team with nobody on call, or members the bot
+    # cannot write to.
+    daily_check_at: str = Field("08:00", pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
+
+
 class LoggingSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class WeatherTriggerSettings(_Section):
+    # A cold spell: at least `min_hours` consecutive forecast hours in which any of the set conditions holds
+    # (leave a condition out, or set it to nothing, to ignore it).
+    min_temperature_c: float | None = Field(-15.0, ge=-80, le=40)
+    apparent_temperature_c: float | None = Field(-20.0, ge=-90, le=40)
+    snowfall_cm: float | None = Field(None, gt=0, le=100)  # per hour
+    min_hours: int = Field(3, ge=1, le=48)
+    # Hysteresis: once open, the spell lasts while an hour is within this many degrees of a threshold ...
+    hysteresis_c: float = Field(2.0, ge=0, le=20)
+    # ... and ends (stand-down) only when this many hours in a row ahead are clear of it.
+    clear_hours: int = Field(6, ge=1, le=48)
+
+    @model_validator(mode="after")
+    def _something_to_check(self) -> WeatherTriggerSettings:
+        if self.min_temperature_c is None and self.apparent_temperature_c is None and self.snowfall_cm is None:
+            raise ValueError("at least one of min_temperature_c, apparent_temperature_c or snowfall_cm")
+        return self
+
+
+class WeatherAreaSettings(_Section):
+    # A stable short id (used in the database and in buttons): lower-case letters, digits, "-" and "_".
+    key: str = Field(pattern=r"^[a-z0-9_-]{1,32}$")
+    name: str = Field(min_length=1, max_length=64)
+    # The name in other languages, by catalog code: { zh_Hans = "武进区" }.
+    names: dict[str, str] = {}
+    # The centre (the forecast is fetched there) and/or a polygon of [lat, lon] corners (who lives in the area).
+    lat: float | None = Field(None, ge=-90, le=90)
+    lon: float | None = Field(None, ge=-180, le=180)
+    polygon: list[tuple[float, float]] = []
+    # Local time of the area (periods in alerts, quiet hours); empty: the global `timezone`.
+    timezone: str | None = None
+    # This area's own trigger (else [weather.trigger]).
+    trigger: WeatherTriggerSettings | None = None
+
+    @model_validator(mode="after")
+    def _where(self) -> WeatherAreaSettings:
+        if (self.lat is None) != (self.lon is None):
+            raise ValueError("both lat and lon, or neither (then the polygon's centre is used)")
+        if self.lat is None and not self.polygon:
+            raise ValueError("a centre (lat, lon) or a polygon")
+        if self.polygon and len(self.polygon) < 3:
+            raise ValueError("a polygon of at least 3 [lat, lon] corners")
+        if any(not (-90 <= lat <= 90 and -180 <= lon <= 180) for lat, lon in self.polygon):
+            raise ValueError("polygon corners as [lat, lon] in degrees")
+        if self.timezone is not None:
+            try:
+                zoneinfo.ZoneInfo(self.timezone)
+            except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+                raise ValueError("an IANA time zone name such as Asia/Shanghai") from exc
+        return self
+
+
+class WeatherSettings(_Section):
+    # Forecast provider: "open-meteo" (no key needed) or any server speaking Open-Meteo's /v1/forecast API.
+    provider: Literal["open-meteo"] = "open-meteo"
+    forecast_url: str = "https://api.open-meteo.com/v1/forecast"
+    check_interval_hours: float = Field(3.0, gt=0, le=24)
+    forecast_hours: int = Field(48, ge=6, le=168)
+    timeout_seconds: float = Field(10.0, gt=0)
+    # A failed fetch is retried this many times (waiting retry_backoff_seconds, doubling) before the check gives up.
+    retries: int = Field(3, ge=0, le=10)
+    retry_backoff_seconds: float = Field(2.0, ge=0, le=300)
+    # Coordinators are told when an area's forecast is older than this (the provider keeps failing).
+    stale_after_hours: float = Field(12.0, gt=0)
+    # "approval": a coordinator approves each alert (Approve / Edit / Dismiss); "auto": sent at once.
+    mode: Literal["approval", "auto"] = "approval"
+    # Send a stand-down message when the cold spell ends.
+    stand_down: bool = True
+    trigger: WeatherTriggerSettings = WeatherTriggerSettings()
+    areas: list[WeatherAreaSettings] = []
+    # A shared location farther than this from every area (and inside none of their polygons) is not covered.
+    area_radius_km: float = Field(30.0, gt=0)
+    # Chats that get approval cards, delivery reports and stale-forecast notices; empty: every coordinator privately.
+    coordinator_chat_ids: list[int] = []
+    # Warm stations listed in each subscriber's alert, within this distance of them.
+    stations_in_alert: int = Field(3, ge=1, le=5)
+    station_radius_km: float = Field(15.0, gt=0)
+    # Broadcast messages per second (empty: telegram.overall_max_rate, Telegram's ~30/s for free messages).
+    broadcast_rate: float | None = Field(None, gt=0, le=1000)
+    # Paid broadcasts (allow_paid_broadcast, 0.1 Telegram Star per message): up to paid_max_rate messages per second.
+    paid_broadcast: bool = False
+    paid_max_rate: float = Field(1000.0, gt=0, le=1000)
+    # How often running broadcasts are checked: their delivery report edited, blocked subscribers deactivated.
+    report_interval_seconds: float = Field(5.0, ge=0.05, le=300)
+
+    @model_validator(mode="after")
+    def _unique_keys(self) -> WeatherSettings:
+        keys = [area.key for area in self.areas]
+        if len(keys) != len(set(keys)):
+            raise ValueError("areas with distinct keys")
+        return self
 
 
 class Settings(BaseSettings):
@@ -148,6 +302,10 @@ class Settings(BaseSettings):
     stations: StationsSettings = StationsSettings()
     help: HelpSettings = HelpSettings()
     staff: StaffSettings = StaffSettings()
+    reports: ReportsSettings = ReportsSettings()
+    teams: TeamsSettings = TeamsSettings()
+    escalation: EscalationSettings = EscalationSettings()
+    weather: WeatherSettings = WeatherSettings()
     logging: LoggingSettings = LoggingSettings()
 
     @field_validator("timezone")

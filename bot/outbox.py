@@ -48,14 +48,18 @@ import logging
 import random
 import re
 import warnings
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Literal, TypeVar
 
+import aiohttp
+from aiolimiter import AsyncLimiter
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 from telegram import Bot, ForceReply, InlineKeyboardMarkup, ReplyKeyboardMarkup, ReplyKeyboardRemove
+from telegram._utils.defaultvalue import DefaultValue
+from telegram._utils.types import ODVInput
 from telegram.error import (
     BadRequest,
     ChatMigrated,
@@ -66,7 +70,10 @@ from telegram.error import (
     TelegramError,
     TimedOut,
 )
+from telegram.ext import BaseRateLimiter, ExtBot
+from telegram.request import BaseRequest, RequestData
 
+from bot.config import Settings
 from bot.database import Database
 from models import outbox
 from models.base import utcnow
@@ -180,7 +187,7 @@ class OutboxWorker:
         *,
         poll_interval: float = 1.0,
         max_attempts: int = 12,
-        concurrency: int = 8,
+        concurrency: int = 32,
         base_backoff: float = 1.0,
         max_backoff: float = 300.0,
         lease: float = 60.0,
@@ -217,6 +224,8 @@ class OutboxWorker:
         self._next_lease_check = 0.0
         self._random = random.Random()
         self._listener = self._after_commit  # one bound method object, so event.remove finds it
+        self._sent = _GroupCommit(self)
+        self._write_turn = asyncio.Lock()
 
     # --- lifecycle ------------------------------------------------------------------------------------------
 
@@ -331,15 +340,18 @@ class OutboxWorker:
         capacity = self.concurrency - len(self._in_flight)
         if capacity <= 0:
             return self.poll_interval  # a finishing item wakes the loop
-        claimed = 0
-        async with self.database.session() as session:
-            due = await outbox.due_items(session, now=now, limit=capacity, exclude_chats=self._busy_chats)
-            for item_id in due:
-                item = await outbox.claim(session, item_id, lease=timedelta(seconds=self.lease))
-                if item is not None:
-                    claimed += 1
-                    self._launch(item)
-            if claimed == len(due) == capacity:
+        if self._in_flight and capacity < self.concurrency // 4:
+            return self.poll_interval  # nearly full: claim when a few more slots are free (each finish wakes us)
+        async with self._writing(), self.database.session() as session:
+            # One statement finds and claims the due items (a broadcast keeps every slot busy: a query and a claim
+            # per message would cost more than sending it).
+            items = await outbox.claim_due(
+                session, limit=capacity, lease=timedelta(seconds=self.lease), now=now, exclude_chats=self._busy_chats
+            )
+            for item in items:
+                self._launch(item)
+            claimed = len(items)
+            if claimed == capacity:
                 return 0.0  # there may be more due right now
             if claimed:
                 return self.poll_interval  # each finishing item wakes the loop, which then looks again
@@ -350,6 +362,11 @@ class OutboxWorker:
         if until <= 0:  # due but not claimable now (claimed elsewhere or row locked): don't spin
             return self.poll_interval / 4
         return min(self.poll_interval, until)
+
+    def _writing(self) -> contextlib.AbstractAsyncContextManager[Any]:
+        """SQLite has one writer at a time and makes a second one sleep in its busy handler (1 ms, 2 ms, 5 ms …): the
+        worker's own writes (claims, outcomes) take turns here instead. PostgreSQL locks rows and needs no turns."""
+        return self._write_turn if self.database.is_sqlite else contextlib.nullcontext()
 
     def _launch(self, item: OutboxItem) -> None:
         assert item.id is not None
@@ -426,7 +443,7 @@ class OutboxWorker:
         if outcome.action == "sent":
             if message_id is None and target is not None:
                 message_id = target[1]
-            if await self._record(outbox.mark_sent, item, message_id):
+            if await self._sent.record(item, message_id):
                 log.debug("outbox item %s sent (%s to chat %s)", item.id, item.method, item.chat_id)
             else:
                 log.warning("outbox item %s sent but its claim was lost (lease expired?)", item.id)
@@ -454,6 +471,15 @@ class OutboxWorker:
 
     async def _call(self, item: OutboxItem, target: tuple[int, int] | None) -> int | None:
         """One Bot API call; returns the message id (None for an edit answered with True)."""
+        if item.method == outbox.SEND_MESSAGE and _plain_send_message(self.bot):
+            # The payload already is Bot API JSON: sent as it is, and the answer read as JSON. Building PTB's objects
+            # for the markup and the returned Message costs more CPU than the HTTP call at broadcast rates.
+            # Bot API method names are case-insensitive; the lower-case spelling keeps PTB from suggesting its typed
+            # method (which is what we are avoiding here).
+            result = await self.bot.do_api_request("sendmessage", api_kwargs=self._raw_message(item))
+            if not isinstance(result, dict) or not isinstance(result.get("message_id"), int):
+                raise TelegramError("unexpected answer to sendMessage")
+            return int(result["message_id"])
         kwargs = dict(item.payload)
         markup = reply_markup_from_json(kwargs.pop("reply_markup", None))
         if markup is not None:
@@ -473,6 +499,16 @@ class OutboxWorker:
             photo = item.attachment if item.attachment is not None else kwargs.pop("photo")
             return (await bot.send_photo(chat_id=item.chat_id, photo=photo, **kwargs)).message_id
         raise ValueError("unsupported outbox method")
+
+    def _raw_message(self, item: OutboxItem) -> dict[str, Any]:
+        """The sendMessage parameters of an item, with the bot's default link preview setting (PTB's Defaults are
+        applied by its typed methods only)."""
+        params: dict[str, Any] = {"chat_id": item.chat_id, **item.payload}
+        defaults = getattr(self.bot, "defaults", None)
+        preview = getattr(defaults, "link_preview_options", None) if defaults is not None else None
+        if preview is not None and "link_preview_options" not in params:
+            params["link_preview_options"] = preview.to_dict()
+        return params
 
     async def _retry(self, item: OutboxItem, outcome: Outcome) -> None:
         if item.attempts >= self.max_attempts:
@@ -535,7 +571,7 @@ class OutboxWorker:
         """Run one bookkeeping write in its own session, retried briefly: losing it would mean a resend."""
         for pause in (0.2, 0.5, 1.0, None):
             try:
-                async with self.database.session() as session:
+                async with self._writing(), self.database.session() as session:
                     return await write(session, *args, **kwargs)
             except Exception:
                 if pause is None:
@@ -544,8 +580,231 @@ class OutboxWorker:
         raise AssertionError("unreachable")
 
 
+class _GroupCommit:
+    """Marks items sent in batches: every item Telegram accepted while the previous batch was being written goes into
+    the next one (one UPDATE and one commit for all of them). Nothing waits on purpose: an item alone is written at
+    once, so the window between Telegram's answer and its record stays one transaction long, as per item."""
+
+    MAX_BATCH = 500
+
+    def __init__(self, worker: OutboxWorker) -> None:
+        self.worker = worker
+        self._queue: list[tuple[OutboxItem, int | None, asyncio.Future[bool]]] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    async def record(self, item: OutboxItem, message_id: int | None) -> bool:
+        """True once the item is recorded as sent; False if its claim was lost (another worker took it over)."""
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._queue.append((item, message_id, future))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write(), name="outbox-sent-writer")
+        return await future
+
+    async def _write(self) -> None:
+        while self._queue:
+            batch, self._queue = self._queue[: self.MAX_BATCH], self._queue[self.MAX_BATCH :]
+            try:
+                done = await self.worker._record(outbox.mark_sent_many, [(item, mid) for item, mid, _ in batch])
+            except Exception as exc:  # the database stayed unreachable: each item's lease will bring it back
+                for _, _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for item, _, future in batch:
+                if not future.done():
+                    future.set_result(item.id in done)
+
+
+def _plain_send_message(bot: Bot) -> bool:
+    """The bot is python-telegram-bot's own (not a stub, nor a subclass that changes send_message)."""
+    return isinstance(bot, Bot) and type(bot).send_message in (Bot.send_message, ExtBot.send_message)
+
+
 def _error_name(exc: BaseException) -> str:
     """The exception's type (and its driver error's), never its message: SQL errors carry parameter values."""
     original = getattr(exc, "orig", None)
     name = type(exc).__name__
     return f"{name}/{type(original).__name__}" if original is not None else name
+
+
+# --- the HTTP side: Telegram's limits, and a client fast enough for paid broadcasts --------------------------------
+
+
+def _even(rate: float) -> AsyncLimiter:
+    """`rate` calls a second, evenly spaced: no burst at the start of a second that Telegram's per-second window would
+    count against us (aiolimiter's leaky bucket of size 1). Above 100/s a bucket of 1/20 s worth, as timers are not
+    that precise."""
+    burst = max(1.0, rate / 20) if rate > 100 else 1.0
+    return AsyncLimiter(max_rate=burst, time_period=burst / rate)
+
+
+class RateLimiter(BaseRateLimiter[int]):
+    """python-telegram-bot's rate limiter for Waystation, on aiolimiter (what PTB's own AIORateLimiter uses).
+
+    * Messages to chats: `overall_max_rate` per second overall, *evenly spaced* (PTB's AIORateLimiter allows a burst
+      of a whole second's worth, which a per-second window answers with 429: a broadcast then loses a second at every
+      burst instead of running at the limit).
+    * Groups: `group_max_per_minute` a minute each (Telegram's 20/min; bursts are fine there).
+    * Paid broadcasts (``allow_paid_broadcast``): `paid_max_rate` per second, beside the free limit.
+    * A 429 (RetryAfter) pauses every request for its ``retry_after`` and is retried up to `max_retries` times; after
+      that the caller (the outbox worker) sees it and reschedules the item.
+    """
+
+    def __init__(
+        self,
+        overall_max_rate: float = 25.0,
+        group_max_per_minute: int = 20,
+        *,
+        paid_max_rate: float = 1000.0,
+        max_retries: int = 3,
+    ) -> None:
+        # Very high rates mean "no limit" (benchmarks, a self-hosted Bot API server without limits).
+        self._overall = _even(overall_max_rate) if overall_max_rate < 10_000 else None
+        self._paid = _even(paid_max_rate)
+        self._group_max = group_max_per_minute
+        self._groups: dict[int | str, AsyncLimiter] = {}
+        self._max_retries = max_retries
+        self._unpaused = asyncio.Event()
+        self._unpaused.set()
+
+    async def initialize(self) -> None:
+        """Nothing to set up."""
+
+    async def shutdown(self) -> None:
+        """Nothing to release."""
+
+    def _group(self, chat: int | str) -> AsyncLimiter:
+        if len(self._groups) > 512:  # forget idle groups
+            for key, idle in list(self._groups.items()):
+                if key != chat and idle.has_capacity(idle.max_rate):
+                    del self._groups[key]
+        if chat not in self._groups:
+            self._groups[chat] = AsyncLimiter(self._group_max, 60)
+        return self._groups[chat]
+
+    async def process_request(
+        self,
+        callback: Callable[..., Coroutine[Any, Any, bool | dict[str, Any] | list[dict[str, Any]]]],
+        args: Any,
+        kwargs: dict[str, Any],
+        endpoint: str,
+        data: dict[str, Any],
+        rate_limit_args: int | None,
+    ) -> bool | dict[str, Any] | list[dict[str, Any]]:
+        chat: int | str | None = data.get("chat_id")
+        with contextlib.suppress(TypeError, ValueError):
+            chat = int(chat)  # type: ignore[arg-type]
+        group = chat if (isinstance(chat, int) and chat < 0) or isinstance(chat, str) else None
+        paid = bool(data.get("allow_paid_broadcast"))
+        retries = rate_limit_args if rate_limit_args is not None else self._max_retries
+        for attempt in range(retries + 1):
+            try:
+                async with contextlib.AsyncExitStack() as limits:
+                    if group is not None and self._group_max:
+                        await limits.enter_async_context(self._group(group))
+                    if chat is not None:
+                        limiter = self._paid if paid else self._overall
+                        if limiter is not None:
+                            await limits.enter_async_context(limiter)
+                    await self._unpaused.wait()
+                    return await callback(*args, **kwargs)
+            except RetryAfter as exc:
+                if attempt >= retries:
+                    raise
+                wait = _retry_after_seconds(exc) + 0.1
+                log.info("flood control (%s): every request waits %.1f s", endpoint, wait)
+                self._unpaused.clear()
+                try:
+                    await asyncio.sleep(wait)
+                finally:
+                    self._unpaused.set()
+        raise AssertionError("unreachable")
+
+
+def rate_limiter(settings: Settings) -> RateLimiter:
+    """The rate limiter for the Application, from telegram.* and weather.paid_max_rate."""
+    return RateLimiter(
+        settings.telegram.overall_max_rate,
+        settings.telegram.group_max_per_minute,
+        paid_max_rate=settings.weather.paid_max_rate,
+    )
+
+
+class AiohttpRequest(BaseRequest):
+    """python-telegram-bot's HTTP client on aiohttp instead of httpx.
+
+    Why: sending is CPU-bound at broadcast rates, and httpx costs about 1 ms of CPU per Bot API call where aiohttp
+    costs 0.15 ms (measured in tests/bench/bench_broadcast.py): with httpx one core tops out near 800 messages a
+    second, under the 1000/s of paid broadcasts. Same contract as PTB's HTTPXRequest (timeouts, TimedOut,
+    NetworkError); there is no write timeout in aiohttp, so uploads are bounded by the read timeout instead.
+    """
+
+    def __init__(
+        self,
+        connection_pool_size: int = 256,
+        *,
+        read_timeout: float | None = 5.0,
+        connect_timeout: float | None = 5.0,
+        pool_timeout: float | None = 1.0,
+        media_timeout: float | None = 20.0,
+    ) -> None:
+        self._pool_size = connection_pool_size
+        self._read_timeout = read_timeout
+        self._connect_timeout = connect_timeout
+        self._pool_timeout = pool_timeout
+        self._media_timeout = media_timeout
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def read_timeout(self) -> float | None:
+        return self._read_timeout
+
+    async def initialize(self) -> None:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(limit=self._pool_size, ttl_dns_cache=300)
+            self._session = aiohttp.ClientSession(
+                connector=connector, headers={"User-Agent": self.USER_AGENT}, raise_for_status=False
+            )
+
+    async def shutdown(self) -> None:
+        if self._session is not None and not self._session.closed:
+            await self._session.close()
+        self._session = None
+
+    async def do_request(
+        self,
+        url: str,
+        method: str,
+        request_data: RequestData | None = None,
+        read_timeout: ODVInput[float] = BaseRequest.DEFAULT_NONE,
+        write_timeout: ODVInput[float] = BaseRequest.DEFAULT_NONE,
+        connect_timeout: ODVInput[float] = BaseRequest.DEFAULT_NONE,
+        pool_timeout: ODVInput[float] = BaseRequest.DEFAULT_NONE,
+    ) -> tuple[int, bytes]:
+        session = self._session
+        if session is None or session.closed:
+            raise RuntimeError("This AiohttpRequest is not initialized!")
+        files = request_data.multipart_data if request_data else None
+        fields = request_data.json_parameters if request_data else None
+        read = self._read_timeout if isinstance(read_timeout, DefaultValue) else read_timeout
+        if files and isinstance(write_timeout, DefaultValue) and read is not None and self._media_timeout is not None:
+            read = max(read, self._media_timeout)
+        connect = self._connect_timeout if isinstance(connect_timeout, DefaultValue) else connect_timeout
+        pool = self._pool_timeout if isinstance(pool_timeout, DefaultValue) else pool_timeout
+        waiting = None if connect is None or pool is None else connect + pool
+        timeout = aiohttp.ClientTimeout(total=None, connect=waiting, sock_connect=connect, sock_read=read)
+        body: Any = fields
+        if files:
+            form = aiohttp.FormData()
+            for name, value in (fields or {}).items():
+                form.add_field(name, value)
+            for name, (filename, content, mime_type) in files.items():
+                form.add_field(name, content, filename=filename, content_type=mime_type)
+            body = form
+        try:
+            async with session.request(method, url, data=body, timeout=timeout) as response:
+                return response.status, await response.read()
+        except TimeoutError as exc:
+            raise TimedOut from exc
+        except aiohttp.ClientError as exc:
+            raise NetworkError(f"aiohttp.{type(exc).__name__}: {exc}") from exc

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 from telegram import Update
 
+from bot import escalation
 from bot.application import WaystationApplication, build_application
 from bot.config import ConfigError, Settings
 from bot.database import Database, ping
@@ -69,6 +70,7 @@ class BotRunner:
         self.outbox = OutboxWorker(app.bot, self.database, takeover_on_start=True)
         app.services.outbox = self.outbox
         await self.outbox.start()
+        await escalation.start(app)  # also fires what came due while the bot was down
         if webhook:
             await self._start_webhook()
         else:
@@ -85,6 +87,7 @@ class BotRunner:
             self._site_runner = None
         if app.updater is not None and app.updater.running:
             await app.updater.stop()
+        await escalation.stop(app)
         if self.outbox is not None:
             await self.outbox.stop()
             self.outbox = None

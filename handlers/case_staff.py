@@ -103,11 +103,19 @@ async def _acting_staff(context: Context, user_id: int) -> Staff | None:
 async def may_act(context: Context, user_id: int, case: Case | None) -> Staff | None:
     """The one authorisation check for staff actions on a case (requests and reports alike), run on every callback.
 
-    Today: any staff member whose role may act on cases. Team scoping (a responder of team A cannot act on team B's
-    case) belongs here too, so every card module gets it at once."""
+    A staff member whose role may act on cases, scoped by team (``models.teams.may_act_on``): a responder of team A
+    cannot act on team B's case; coordinators and admins of any team can; a case that went to no team, anyone."""
+    from models import teams  # (kept inside: this function is the one place case_staff knows about teams)
+
     if case is None:
         return None
-    return await _acting_staff(context, user_id)
+    member = await _acting_staff(context, user_id)
+    if member is None or case.id is None:
+        return member
+    svc = services(context)
+    async with svc.db.session() as session:
+        allowed = await teams.may_act_on(session, member, case.id, svc.settings.teams.default_team)
+    return member if allowed else None
 
 
 async def _load_case(context: Context, case_id: int) -> Case | None:

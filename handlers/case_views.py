@@ -166,7 +166,8 @@ def event_text(t: Translator, event: CaseEvent) -> str:
 def timeline_text(t: Translator, case: Case, history: list[CaseEvent], tz: str) -> str:
     lines = [f"<b>{esc(case.reference)}</b> · {status_text(t, case)}"]
     lines.append(t.gettext("🙋 Needs: {kinds}").format(kinds=kinds_text(t, case.categories)))
-    lines += [f"• {when(t, e.at, tz)} — {event_text(t, e)}" for e in history]
+    # Only what the requester should see: staff bookkeeping (escalations, reminders) is not their timeline.
+    lines += [f"• {when(t, e.at, tz)} — {event_text(t, e)}" for e in history if e.action in EVENT_LABELS]
     if case.status == CaseStatus.RESOLVED and case.closing_note:
         lines.append(t.gettext("💬 {note}").format(note=esc(case.closing_note)))
     return "\n".join(lines)

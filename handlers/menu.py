@@ -25,10 +25,14 @@ USER_COMMANDS: tuple[Command, ...] = (
     Command("find", N_("Find the nearest care stations")),
     Command("request", N_("Ask for help")),
     Command("status", N_("Follow your requests")),
+    Command("report", N_("Report someone out in the cold")),
     Command("help", N_("What this bot can do")),
     Command("language", N_("Change the language")),
     Command("cancel", N_("Stop what you are doing")),
     Command("station", N_("Staff: update a station's status"), staff_only=True),
+    Command("queue", N_("Staff: open cases of your team"), staff_only=True),
+    Command("rota", N_("Coordinators: who is on call"), staff_only=True),
+    Command("teams", N_("Admins: invite staff, link a team's group"), staff_only=True),
 )
 
 
@@ -41,12 +45,18 @@ class MenuEntry:
 NEAREST = MenuEntry(N_("📍 Nearest stations"), request_location=True)
 ASK_HELP = MenuEntry(N_("🆘 Ask for help"))
 MY_REQUESTS = MenuEntry(N_("📋 My requests"))
+REPORT = MenuEntry(N_("👀 Report someone in the cold"))
 FIND = MenuEntry(N_("🔎 Find by address"))
 LANGUAGE = MenuEntry(N_("🌐 Language"))
 HELP = MenuEntry(N_("❓ Help"))
 
 # Rows of the main menu, top to bottom: the most urgent journeys first as they are added.
-MAIN_MENU: tuple[tuple[MenuEntry, ...], ...] = ((NEAREST, FIND), (ASK_HELP, MY_REQUESTS), (LANGUAGE, HELP))
+MAIN_MENU: tuple[tuple[MenuEntry, ...], ...] = (
+    (NEAREST, FIND),
+    (ASK_HELP, MY_REQUESTS),
+    (REPORT,),
+    (LANGUAGE, HELP),
+)
 
 
 def bot_commands(t: Translator) -> list[BotCommand]:

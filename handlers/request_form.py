@@ -26,10 +26,10 @@ from telegram.error import BadRequest
 from telegram.ext import CallbackQueryHandler, CommandHandler, ConversationHandler, MessageHandler, filters
 
 from bot.i18n import N_, Translator, all_translators
-from handlers import case_alerts
+from handlers import case_alerts, teams
 from handlers.case_views import HELP_KIND_LABELS, kinds_text
 from handlers.common import Context, Handlers, esc, services, tr
-from handlers.menu import ASK_HELP, main_menu, menu_button
+from handlers.menu import ASK_HELP, any_menu_button, main_menu, menu_button
 from models import cases
 from models.base import utcnow
 from models.cases import HELP_KINDS, Case
@@ -575,27 +575,26 @@ async def submit(update: Update, context: Context, short_id: str) -> int:
             ),
             reference_prefix=svc.settings.help.reference_prefix,
         )
+        notice = None
         if created:
             await case_alerts.enqueue_cards(session, svc, case, new=True)
+            # Out of the team's duty hours: say when staff will see it, and give the hotline.
+            notice = await teams.out_of_hours_notice(session, svc, case)
         await session.commit()
     svc.wake_outbox()
-    if created and not svc.settings.staff.alert_chat_ids:
-        log.warning("case %s stored but no staff alert chat is configured (staff.alert_chat_ids)", case.id)
     sent = context.user_data.setdefault(SENT, {})
     sent[draft["id"][:16]] = case.reference
     context.user_data.pop(DRAFT, None)
     await query.answer()
     await _strip(query)
-    await _send(
-        update,
-        context,
-        t.gettext(
-            "✅ Your request has been sent. Reference: <b>{reference}</b>\n\n"
-            "What happens next: staff of the nearest care station and partner services see it now. Someone will "
-            "message you here; every change is sent to you. You can follow it with /status."
-        ).format(reference=esc(case.reference)),
-        main_menu(t),
-    )
+    confirmation = t.gettext(
+        "✅ Your request has been sent. Reference: <b>{reference}</b>\n\n"
+        "What happens next: staff of the nearest care station and partner services see it now. Someone will "
+        "message you here; every change is sent to you. You can follow it with /status."
+    ).format(reference=esc(case.reference))
+    if notice:
+        confirmation += "\n\n" + notice
+    await _send(update, context, confirmation, main_menu(t))
     return ConversationHandler.END
 
 
@@ -637,7 +636,8 @@ def _track(state: int, callback: Any) -> Any:
 
 def handlers() -> Handlers:
     private = filters.ChatType.PRIVATE & ~filters.UpdateType.EDITED
-    text = private & filters.TEXT & ~filters.COMMAND
+    # A main-menu tap is not an answer: it falls through to the re-prompt, and the draft stays as it is.
+    text = private & filters.TEXT & ~filters.COMMAND & ~any_menu_button()
     nav = private & filters.Text(_labels(BACK) + _labels(CANCEL))
     buttons = CallbackQueryHandler
 
@@ -652,14 +652,12 @@ def handlers() -> Handlers:
         WHERE: on(
             WHERE,
             MessageHandler(nav, _track(WHERE, on_text_in_reply_step)),
-            MessageHandler(private & (filters.LOCATION | (filters.TEXT & ~filters.COMMAND)), _track(WHERE, on_where)),
+            MessageHandler(private & (filters.LOCATION | text), _track(WHERE, on_where)),
         ),
         CONTACT: on(
             CONTACT,
             MessageHandler(nav, _track(CONTACT, on_text_in_reply_step)),
-            MessageHandler(
-                private & (filters.CONTACT | (filters.TEXT & ~filters.COMMAND)), _track(CONTACT, on_contact)
-            ),
+            MessageHandler(private & (filters.CONTACT | text), _track(CONTACT, on_contact)),
         ),
         DOCS: on(DOCS, MessageHandler(private & (filters.PHOTO | filters.Document.ALL), _track(DOCS, on_document))),
         CONSENT: on(CONSENT),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from telegram import Update
 from telegram.ext import CommandHandler, MessageHandler, filters
 
-from handlers import find
+from handlers import find, teams
 from handlers.common import Context, Handlers, esc, tr
 from handlers.menu import HELP, USER_COMMANDS, main_menu, menu_button
 
@@ -14,6 +14,10 @@ async def start(update: Update, context: Context) -> None:
     t = tr(update, context)
     assert update.effective_user is not None and update.effective_message is not None
     payload = context.args[0] if context.args else ""
+    if payload.startswith("invite_"):
+        # t.me/<bot>?start=invite_<code>: a one-time staff invite.
+        await teams.accept_invite(update, context, payload.removeprefix("invite_"))
+        return
     if payload.startswith("station_") and payload.removeprefix("station_").isdigit():
         # Deep link t.me/<bot>?start=station_<id>: straight to the card.
         await find.show_card(update, context, int(payload.removeprefix("station_")))

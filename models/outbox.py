@@ -18,14 +18,30 @@ chat (not other chats). Items scheduled for later (``not_before`` in the future)
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, Index, Integer, LargeBinary, String, delete, exists, func, or_, update
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    case,
+    delete,
+    exists,
+    func,
+    or_,
+    update,
+)
 from sqlalchemy import select as sa_select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import configure_mappers
 from sqlmodel import Field, SQLModel, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 from sqlmodel.sql.sqltypes import UTCDateTime
@@ -287,6 +303,70 @@ async def enqueue_photo(
     )
 
 
+@dataclass(frozen=True)
+class NewMessage:
+    """One sendMessage for `enqueue_messages` (a broadcast's message to one recipient)."""
+
+    chat_id: int
+    text: str
+    dedupe_key: str
+    reply_markup: dict[str, Any] | None = None
+    not_before: datetime | None = None
+    disable_notification: bool = False
+    # Further sendMessage parameters by their Bot API names, e.g. {"allow_paid_broadcast": True}.
+    options: Mapping[str, Any] | None = None
+
+
+async def enqueue_messages(session: AsyncSession, messages: Sequence[NewMessage]) -> dict[str, int]:
+    """Many sendMessage items in one multi-row INSERT, inside the caller's transaction (the caller commits).
+
+    For broadcasts: one item per recipient, each with its own `dedupe_key`, so enqueuing a batch again (a fan-out
+    resumed after a crash) adds nothing twice. Keys already in the outbox are skipped (``ON CONFLICT DO NOTHING``,
+    race-safe as in `enqueue`). Returns dedupe key → item id for the items inserted now."""
+    if not messages:
+        return {}
+    now = utcnow()
+    rows: list[dict[str, Any]] = []
+    for message in messages:
+        if not message.text:
+            raise ValueError("an outbox message needs text")
+        _check_key("dedupe_key", message.dedupe_key, DEDUPE_KEY_LENGTH)
+        not_before = message.not_before
+        if not_before is not None and not_before.utcoffset() is None:
+            raise ValueError("not_before must be an aware datetime")
+        payload: dict[str, Any] = {"text": message.text, "parse_mode": "HTML", **(message.options or {})}
+        if message.reply_markup is not None:
+            payload["reply_markup"] = message.reply_markup
+        if message.disable_notification:
+            payload["disable_notification"] = True
+        rows.append(
+            {
+                "method": SEND_MESSAGE,
+                "chat_id": message.chat_id,
+                "payload": payload,
+                "attachment": None,
+                "card_key": None,
+                "dedupe_key": message.dedupe_key,
+                "status": OutboxStatus.PENDING.value,
+                "attempts": 0,
+                "not_before": not_before,
+                "next_attempt_at": not_before if not_before is not None and not_before > now else now,
+                "created_at": now,
+            }
+        )
+    connection = await session.connection()
+    insert = pg_insert if connection.dialect.name == "postgresql" else sqlite_insert
+    statement = (
+        insert(_outbox)
+        .on_conflict_do_nothing(index_elements=["dedupe_key"])
+        .returning(_outbox.c.id, _outbox.c.dedupe_key)
+    )
+    inserted = {str(key): int(item_id) for item_id, key in await connection.execute(statement, rows)}
+    if inserted:
+        session.info[SESSION_FLAG] = True
+    return inserted
+
+
 def _check_key(name: str, value: str | None, length: int) -> None:
     if value is not None and not 0 < len(value) <= length:
         raise ValueError(f"{name} must be 1–{length} characters")
@@ -454,6 +534,41 @@ async def claim(
     return item
 
 
+async def claim_due(
+    session: AsyncSession,
+    *,
+    limit: int,
+    lease: timedelta,
+    now: datetime | None = None,
+    exclude_chats: Iterable[int] = (),
+) -> list[OutboxItem]:
+    """`due_items` and `claim` in one statement: up to `limit` due heads of their chats become this worker's, in id
+    order (one round trip and one commit however many: a broadcast keeps every slot of the worker busy).
+
+    ``UPDATE … WHERE id IN (SELECT … LIMIT n) AND status = 'pending' RETURNING …``; on PostgreSQL the inner select
+    takes ``FOR UPDATE SKIP LOCKED``, so concurrent workers claim disjoint items without waiting on each other. The
+    same guarantees as `claim`: each item goes to exactly one worker and `attempts` grows by one (the fencing token)."""
+    now = now or utcnow()
+    item, conditions = _heads(now, exclude_chats)
+    due = sa_select(item.c.id).where(*conditions, item.c.next_attempt_at <= now).order_by(item.c.id).limit(limit)
+    connection = await session.connection()
+    if connection.dialect.name == "postgresql":
+        due = due.with_for_update(skip_locked=True, of=item)
+    result = await connection.execute(
+        update(_outbox)
+        .where(_outbox.c.id.in_(due.scalar_subquery()), _outbox.c.status == OutboxStatus.PENDING.value)
+        .values(status=OutboxStatus.SENDING.value, attempts=_outbox.c.attempts + 1, next_attempt_at=now + lease)
+        .returning(*_outbox.c)
+    )
+    rows = result.mappings().all()
+    await session.commit()
+    # Detached snapshots for the worker, as `claim` returns (built without validation: the values come from the
+    # table's own column types); every later change goes through conditional updates.
+    configure_mappers()  # model_construct skips what first use of the class would otherwise set up
+    items = [OutboxItem.model_construct(**row) for row in rows]
+    return sorted(items, key=lambda claimed: claimed.id or 0)
+
+
 def _claimed(item: OutboxItem) -> tuple[Any, ...]:
     return (
         _outbox.c.id == item.id,
@@ -492,6 +607,58 @@ async def mark_sent(
         )
     await session.commit()
     return True
+
+
+async def mark_sent_many(
+    session: AsyncSession, sent: Sequence[tuple[OutboxItem, int | None]], *, now: datetime | None = None
+) -> set[int]:
+    """`mark_sent` for a batch, in one transaction (the worker's group commit); returns the ids recorded as sent.
+
+    Each item is matched on its claim (status sending and the same `attempts`), so an item whose claim was lost is
+    left alone and missing from the result, exactly as `mark_sent` returning False."""
+    if not sent:
+        return set()
+    now = now or utcnow()
+    attempts = {item.id: item.attempts for item, _ in sent}
+    message_ids = {item.id: message_id for item, message_id in sent}
+    connection = await session.connection()
+    result = await connection.execute(
+        update(_outbox)
+        .where(
+            _outbox.c.id.in_(list(attempts)),
+            _outbox.c.status == OutboxStatus.SENDING.value,
+            _outbox.c.attempts == case(attempts, value=_outbox.c.id),
+        )
+        .values(
+            status=OutboxStatus.SENT.value,
+            sent_at=now,
+            last_error=None,
+            telegram_message_id=case(message_ids, value=_outbox.c.id),
+        )
+        .returning(_outbox.c.id)
+    )
+    done = {int(row_id) for row_id in result.scalars()}
+    cards = [
+        {"card_key": item.card_key, "chat_id": item.chat_id, "message_id": message_id, "updated_at": now}
+        for item, message_id in sent
+        if item.id in done and item.method in SENDING_METHODS and item.card_key is not None and message_id is not None
+    ]
+    if cards:
+        insert = pg_insert if connection.dialect.name == "postgresql" else sqlite_insert
+        statement = insert(_cards)
+        await connection.execute(
+            statement.on_conflict_do_update(
+                index_elements=["card_key"],
+                set_={
+                    "chat_id": statement.excluded.chat_id,
+                    "message_id": statement.excluded.message_id,
+                    "updated_at": statement.excluded.updated_at,
+                },
+            ),
+            cards,
+        )
+    await session.commit()
+    return done
 
 
 async def mark_retry(

@@ -18,9 +18,9 @@ that ball can beat the k-th candidate, so the answer equals a geodesic scan of e
 ties broken by station id. The two radii differ by 1%, so the ball holds barely more than k stations.
 
 Filters: closed stations are not indexed at all ("temporarily_closed" ones are, because the card shows their alert);
-amenities are a bitmask, and each amenity held by at most half the stations gets its own small tree so a rare filter
-does not wade through the whole world; "open at" is a predicate on (opening_hours, timezone, moment), evaluated once per
-distinct pair per search (the index interns those pairs), so no opening-hours code is imported here.
+amenities are a bitmask, and each amenity held by at most a quarter of the stations gets its own small tree, so a rare
+filter does not wade through the whole world; "open at" is a predicate on (opening_hours, timezone, moment), evaluated
+once per distinct pair per search (the index interns those pairs), so no opening-hours code is imported here.
 
 Freshness: see `get_index` and `invalidate`.
 """
@@ -28,11 +28,12 @@ Freshness: see `get_index` and `invalidate`.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import numbers
 import time
 import weakref
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple, Protocol
@@ -44,6 +45,7 @@ from scipy.spatial import cKDTree
 from sqlalchemy import Dialect, Engine, case, func
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy import select as sa_select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.orm import make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import col, select
@@ -66,6 +68,7 @@ __all__ = [
     "invalidate",
     "naive_nearest",
     "nearest",
+    "refresh_index",
 ]
 
 _WGS84 = Geodesic.WGS84
@@ -74,9 +77,10 @@ M_MIN: float = _WGS84.a * (1 - _E2)  # 6 335 439.3 m
 N_MAX: float = _WGS84.a / math.sqrt(1 - _E2)  # 6 399 593.6 m
 DEFAULT_MAX_RADIUS_M = 50_000.0
 # A per-amenity tree pays off only when the amenity is rare enough that scanning the full tree would over-fetch a lot.
-AMENITY_TREE_MAX_SHARE = 0.5
+AMENITY_TREE_MAX_SHARE = 0.25
 # Past this share of a tree, growing the k-NN query costs more than one vectorised pass over every point.
 _BRUTE_FORCE_SHARE = 1 / 16
+_LOAD_CHUNK = 20_000
 
 OpenPredicate = Callable[[str | None, str | None, datetime], bool | None]
 """`is_open(opening_hours, timezone, at)`: True when open. None (unknown) and False both fail the "open at" filter.
@@ -252,15 +256,25 @@ class StationIndex:
             col(Station.opening_hours),
             col(Station.timezone),
         ).where(col(Station.status) != StationStatus.CLOSED.value)
-        connection = await session.connection()  # Core rows: no ORM objects for a million stations
-        rows = (await connection.execute(statement)).all()
+        connection = await session.connection()
+        raw_fetch = await _aiosqlite_fetchall(connection)
+        if raw_fetch is not None:  # rows built in the driver's thread, not in SQLAlchemy's on the event loop
+            compiled = statement.compile(dialect=connection.dialect)
+            params = [compiled.params[name] for name in compiled.positiontup or ()]
+            rows: Sequence[Any] = await raw_fetch(str(compiled), params)
+        else:  # Core rows: no ORM objects for a million stations
+            rows = (await connection.execute(statement)).all()
         return await asyncio.to_thread(cls._from_rows, rows)
 
     @classmethod
     def _from_rows(cls, rows: Sequence[Any]) -> StationIndex:
-        if not rows:
-            return cls([], [], [], [])
-        ids, lat, lon, bits, hours, zones = zip(*rows, strict=True)
+        """Rows to columns a chunk at a time: a single zip(*rows) over a million rows would hold the GIL for half a
+        second and stall the event loop; between chunks it runs."""
+        columns: tuple[list[Any], ...] = ([], [], [], [], [], [])
+        for start in range(0, len(rows), _LOAD_CHUNK):
+            for column, values in zip(columns, zip(*rows[start : start + _LOAD_CHUNK], strict=True), strict=True):
+                column.extend(values)
+        ids, lat, lon, bits, hours, zones = columns
         codes, table = _intern(zip(hours, zones, strict=True))
         return cls(ids, lat, lon, bits, codes, table)
 
@@ -541,15 +555,25 @@ async def fetch_stations(session: AsyncSession, ids: Sequence[int]) -> dict[int,
     if not ids:
         return {}
     connection = await session.connection()
-    dialect = connection.dialect
-    if dialect.name == "sqlite" and dialect.driver == "aiosqlite":
-        raw = await connection.get_raw_connection()
-        execute_fetchall = getattr(raw.driver_connection, "execute_fetchall", None)
-        if execute_fetchall is not None:
-            loader = _SqliteLoader.for_dialect(dialect)
-            return loader.attach(session, await execute_fetchall(loader.sql(len(ids)), list(ids)))
+    raw_fetch = await _aiosqlite_fetchall(connection)
+    if raw_fetch is not None:
+        loader = _SqliteLoader.for_dialect(connection.dialect)
+        return loader.attach(session, await raw_fetch(loader.sql(len(ids)), list(ids)))
     statement = select(Station).where(col(Station.id).in_(ids))
     return {row.id: row for row in (await session.exec(statement)).all() if row.id is not None}
+
+
+async def _aiosqlite_fetchall(
+    connection: AsyncConnection,
+) -> Callable[[str, list[Any]], Awaitable[Sequence[Any]]] | None:
+    """aiosqlite's one-hop `execute_fetchall` on the session's own connection (same transaction), or None."""
+    dialect = connection.dialect
+    if dialect.name != "sqlite" or dialect.driver != "aiosqlite":
+        return None
+    raw = await connection.get_raw_connection()
+    fetchall: Callable[[str, list[Any]], Awaitable[Sequence[Any]]] | None
+    fetchall = getattr(raw.driver_connection, "execute_fetchall", None)
+    return fetchall
 
 
 class _SqliteLoader:
@@ -603,6 +627,9 @@ class _SqliteLoader:
 
 # --- the cached index --------------------------------------------------------------------------------------------
 
+logger = logging.getLogger(__name__)
+CHECK_INTERVAL_S = 30.0
+
 
 @dataclass
 class _Cache:
@@ -610,15 +637,20 @@ class _Cache:
     fingerprint: tuple[Any, ...] | None = None
     checked_at: float = -math.inf
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    checking: asyncio.Task[None] | None = None
+    generation: int = 0  # bumped by invalidate(): an index loaded while it changed is born stale
 
 
 _caches: weakref.WeakKeyDictionary[Engine, _Cache] = weakref.WeakKeyDictionary()
-CHECK_INTERVAL_S = 30.0
 
 
-def _engine_of(session: AsyncSession) -> Engine:
+def _cache_of(session: AsyncSession) -> _Cache:
     bind = session.sync_session.get_bind()
-    return bind if isinstance(bind, Engine) else bind.engine
+    engine = bind if isinstance(bind, Engine) else bind.engine
+    cache = _caches.get(engine)
+    if cache is None:
+        cache = _caches.setdefault(engine, _Cache())
+    return cache
 
 
 async def _fingerprint(session: AsyncSession) -> tuple[Any, ...]:
@@ -640,42 +672,61 @@ async def _fingerprint(session: AsyncSession) -> tuple[Any, ...]:
 
 
 async def get_index(session: AsyncSession, *, check_interval_s: float = CHECK_INTERVAL_S) -> StationIndex:
-    """The station index of the session's database, built on first use and rebuilt when stations change.
+    """The station index of the session's database (one per engine), built on first use, rebuilt when stations change.
 
-    Freshness, cheap on the hot path: a search costs no extra query. In-process writers call `invalidate()` after
-    committing (the next call rebuilds); changes made by other processes (the import CLI, a second bot process) are
-    noticed by a one-scan fingerprint query run at most every `check_interval_s` seconds. Between a change and the
-    rebuild, `nearest` still never shows a station that has been closed, deleted or lost an amenity, because it
-    re-checks the rows it fetches."""
-    engine = _engine_of(session)
-    cache = _caches.get(engine)
-    if cache is None:
-        cache = _caches.setdefault(engine, _Cache())
-    if _fresh(cache, check_interval_s):
-        assert cache.index is not None
-        return cache.index
+    Freshness without cost on the hot path: a search runs no extra query. In-process writers call `invalidate()`
+    after committing, and the next call rebuilds before answering. Changes by other processes (the import CLI, another
+    bot process) are found by a fingerprint query — one scan of the table, ~0.3 s at a million stations — run in the
+    background at most every `check_interval_s` seconds while searches go on with the current index. Meanwhile
+    `nearest` still never shows a station that has been closed, deleted or lost an amenity: it re-checks the rows."""
+    cache = _cache_of(session)
+    index = cache.index
+    if index is None or index.stale:
+        return await refresh_index(session)
+    if time.monotonic() - cache.checked_at >= check_interval_s and cache.checking is None:
+        cache.checked_at = time.monotonic()  # also rate-limits retries when checks fail
+        engine = session.bind
+        if not isinstance(engine, AsyncEngine):  # bound to a connection: no second session possible, check inline
+            return await refresh_index(session)
+        cache.checking = asyncio.create_task(_check_in_background(cache, engine))
+    return index
+
+
+async def refresh_index(session: AsyncSession) -> StationIndex:
+    """Check now: run the fingerprint query and rebuild if stations changed or the index was invalidated."""
+    cache = _cache_of(session)
+    requested = time.monotonic()
     async with cache.lock:
-        if _fresh(cache, check_interval_s):  # another task refreshed it while we waited
-            assert cache.index is not None
-            return cache.index
+        index = cache.index
+        if index is not None and not index.stale and cache.checked_at >= requested:
+            return index  # another task checked while we waited for the lock
+        generation = cache.generation
         fingerprint = await _fingerprint(session)
+        if index is None or index.stale or fingerprint != cache.fingerprint:
+            index = cache.index = await StationIndex.load(session)
+            index.stale = cache.generation != generation
+            cache.fingerprint = fingerprint
         cache.checked_at = time.monotonic()
-        if cache.index is not None and not cache.index.stale and fingerprint == cache.fingerprint:
-            return cache.index
-        cache.index = await StationIndex.load(session)
-        cache.fingerprint = fingerprint
-        return cache.index
+        return index
 
 
-def _fresh(cache: _Cache, check_interval_s: float) -> bool:
-    return cache.index is not None and not cache.index.stale and time.monotonic() - cache.checked_at < check_interval_s
+async def _check_in_background(cache: _Cache, engine: AsyncEngine) -> None:
+    try:
+        async with AsyncSession(engine, expire_on_commit=False) as session:
+            await refresh_index(session)
+    except Exception:
+        logger.exception("station index: the periodic change check failed")
+    finally:
+        cache.checking = None
 
 
 def invalidate(engine: Any = None) -> None:
     """Mark the cached index of `engine` (an Engine or AsyncEngine; None: every database) stale.
 
-    Writers call it after committing an import or a station change so the very next search sees it."""
+    Writers call it after committing an import or a station change, so the very next search sees the change."""
     sync_engine = getattr(engine, "sync_engine", engine)
     for key, cache in list(_caches.items()):
-        if (sync_engine is None or key is sync_engine) and cache.index is not None:
-            cache.index.stale = True
+        if sync_engine is None or key is sync_engine:
+            cache.generation += 1
+            if cache.index is not None:
+                cache.index.stale = True

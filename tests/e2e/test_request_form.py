@@ -343,3 +343,21 @@ async def test_full_loop_requester_follows_every_change(
     assert "Bed at the Hutang night warm station" in resolved.text
     await li.send_command("/status")
     assert f"{reference} · ✅ 已解决" in (await li.receive()).button_texts
+
+
+async def test_menu_tap_mid_form_is_not_taken_as_an_answer(
+    bot_with_staff: BotHarness, fake_telegram: FakeTelegram
+) -> None:
+    fay = fake_telegram.user("Fay")
+    await fay.send_command("/request")
+    await fay.receive()
+    await tap(fay, "No")
+    kinds = await tap(fay, "No")
+    await fay.tap_inline("🍲 Food", message=kinds)
+    await fay.wait_edit(kinds.message_id)
+    await tap(fay, "Next ▶")
+    await fay.send_text("📋 My requests")  # a main-menu button, not a description
+    assert "Please write a few words as text" in (await fay.receive()).text
+    assert "In a few words" in (await fay.receive()).text
+    await fay.send_text("Hungry since yesterday")
+    assert "Where are you?" in (await fay.receive()).text

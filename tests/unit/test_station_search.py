@@ -8,6 +8,7 @@ fetching rows, the beyond-radius fallback and index freshness.
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -23,8 +24,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import inspect as sa_inspect
 from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.database import Database
+from models import station_search
 from models.station_search import (
     M_MIN,
     N_MAX,
@@ -35,6 +38,7 @@ from models.station_search import (
     invalidate,
     naive_nearest,
     nearest,
+    refresh_index,
 )
 from models.stations import AMENITY_BIT, Station
 
@@ -213,6 +217,32 @@ def test_larger_random_sets(seed: int, k: int, radius: float | None) -> None:
             assert got == naive_nearest(records, qlat, qlon, **kwargs)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("radius", [None, 50_000.0, 3_000_000.0])
+def test_very_selective_filter_scans_and_stays_exact(radius: float | None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only a handful of 3,000 stations are open: the k-NN query grows until a vectorised scan takes over."""
+    rng = np.random.default_rng(3)
+    lat = np.degrees(np.arcsin(rng.uniform(-1, 1, 3000)))
+    lon = rng.uniform(-180, 180, 3000)
+    records = [
+        Rec(i + 1, la, lo, opening_hours="open" if i % 700 == 0 else "shut")
+        for i, (la, lo) in enumerate(zip(lat.tolist(), lon.tolist(), strict=True))
+    ]
+    index = StationIndex.from_records(records)
+    scans = []
+    original = StationIndex._scan
+
+    def counting_scan(*args: Any) -> Any:
+        scans.append(1)
+        return original(*args)
+
+    monkeypatch.setattr(StationIndex, "_scan", staticmethod(counting_scan))
+    for qlat, qlon in [(0.0, 0.0), (float(lat[5]), float(lon[5])), (-89.0, 179.9)]:
+        options: dict[str, object] = {"max_radius_m": radius, "open_at": AT, "is_open": fake_is_open, "fallback": True}
+        got = index.nearest_ids(qlat, qlon, 3, **options)  # type: ignore[arg-type]
+        assert got == naive_nearest(records, qlat, qlon, 3, **options)  # type: ignore[arg-type]
+    assert scans or radius is not None  # k=3 anywhere needs more than the grown k-NN queries reach
+
+
 def test_chord_nearest_is_not_geodesic_nearest() -> None:
     """East of the equator a radian is 6 378 km, north of it 6 335 km: B is farther on the sphere but nearer."""
     a = Rec(1, 0.0, 1.0)  # 1° east
@@ -345,7 +375,16 @@ async def add(db: Database, *rows: Station) -> None:
         await session.commit()
 
 
-async def test_nearest_fetches_rows_and_matches_naive(db: Database) -> None:
+@pytest.mark.parametrize("driver_fast_path", [True, False], ids=["aiosqlite-fast-path", "sqlalchemy"])
+async def test_nearest_fetches_rows_and_matches_naive(
+    db: Database, driver_fast_path: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not driver_fast_path:  # the path every other driver takes
+
+        async def no_fast_path(connection: object) -> None:
+            return None
+
+        monkeypatch.setattr(station_search, "_aiosqlite_fetchall", no_fast_path)
     rng = np.random.default_rng(7)
     rows = [
         station(
@@ -419,18 +458,23 @@ async def test_invalidate_after_insert(db: Database) -> None:
 
 
 async def test_changes_by_another_process_are_noticed(db: Database) -> None:
-    """No invalidate(): the periodic fingerprint check finds the status change."""
+    """No invalidate(): the periodic fingerprint check, run in the background, finds the status change."""
     await add(db, station("a", 31.8, 120.0), station("b", 31.9, 120.0, status="closed"))
     async with db.session() as session:
-        first = await get_index(session, check_interval_s=0)
-        assert await get_index(session, check_interval_s=0) is first  # unchanged fingerprint: no rebuild
+        first = await get_index(session)
+        assert await refresh_index(session) is first  # unchanged fingerprint: no rebuild
     async with db.session() as session:
         b = (await session.exec(select(Station).where(col(Station.external_id) == "b"))).one()
         b.status = "open"  # updated_at deliberately not bumped
         await session.commit()
     async with db.session() as session:
-        assert await get_index(session, check_interval_s=3600) is first  # not checked yet
-        second = await get_index(session, check_interval_s=0)
+        assert await get_index(session, check_interval_s=3600) is first  # not due yet
+        assert await get_index(session, check_interval_s=0) is first  # due: checked in the background, no waiting
+        for _ in range(500):
+            second = await get_index(session, check_interval_s=3600)
+            if second is not first:
+                break
+            await asyncio.sleep(0.01)
     assert second is not first and len(second) == 2
 
 
@@ -448,6 +492,27 @@ async def test_stale_index_never_shows_a_closed_station(db: Database) -> None:
         assert index.stale  # so the next get_index rebuilds
         fresh = await get_index(session, check_interval_s=3600)
     assert fresh is not index and len(fresh) == 2
+
+
+async def test_concurrent_first_use_builds_once(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    await add(db, station("a", 0, 0))
+    loads = []
+    original = StationIndex.load.__func__  # type: ignore[attr-defined]
+
+    async def counting_load(cls: type[StationIndex], session: AsyncSession) -> StationIndex:
+        loads.append(1)
+        return await original(cls, session)
+
+    monkeypatch.setattr(StationIndex, "load", classmethod(counting_load))
+
+    async def one() -> StationIndex:
+        async with db.session() as session:
+            return await get_index(session)
+
+    indexes = await asyncio.gather(*(one() for _ in range(5)))
+    assert len(loads) == 1 and all(index is indexes[0] for index in indexes)
+    invalidate()  # every database
+    assert await one() is not indexes[0] and len(loads) == 2
 
 
 async def test_one_index_per_database(db: Database, tmp_path: Path) -> None:
