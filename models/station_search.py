@@ -81,6 +81,7 @@ AMENITY_TREE_MAX_SHARE = 0.25
 # Past this share of a tree, growing the k-NN query costs more than one vectorised pass over every point.
 _BRUTE_FORCE_SHARE = 1 / 16
 _LOAD_CHUNK = 20_000
+_FETCH_CHUNK = 5_000
 
 OpenPredicate = Callable[[str | None, str | None, datetime], bool | None]
 """`is_open(opening_hours, timezone, at)`: True when open. None (unknown) and False both fail the "open at" filter.
@@ -552,15 +553,18 @@ async def fetch_stations(session: AsyncSession, ids: Sequence[int]) -> dict[int,
     load would (column types' result processors, committed state, the session's identity map): SQLAlchemy's adapter
     takes four thread hops per statement, which is half a millisecond, a third of the search's budget. Elsewhere it is
     the plain ORM select."""
-    if not ids:
-        return {}
+    found: dict[int, Station] = {}
     connection = await session.connection()
     raw_fetch = await _aiosqlite_fetchall(connection)
-    if raw_fetch is not None:
-        loader = _SqliteLoader.for_dialect(connection.dialect)
-        return loader.attach(session, await raw_fetch(loader.sql(len(ids)), list(ids)))
-    statement = select(Station).where(col(Station.id).in_(ids))
-    return {row.id: row for row in (await session.exec(statement)).all() if row.id is not None}
+    for start in range(0, len(ids), _FETCH_CHUNK):  # bound parameters per statement are limited (SQLite: 32,766)
+        chunk = list(ids[start : start + _FETCH_CHUNK])
+        if raw_fetch is not None:
+            loader = _SqliteLoader.for_dialect(connection.dialect)
+            found.update(loader.attach(session, await raw_fetch(loader.sql(len(chunk)), chunk)))
+        else:
+            statement = select(Station).where(col(Station.id).in_(chunk))
+            found.update((row.id, row) for row in (await session.exec(statement)).all() if row.id is not None)
+    return found
 
 
 async def _aiosqlite_fetchall(

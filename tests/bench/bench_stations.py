@@ -289,6 +289,7 @@ async def run(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="skip the 1M data set")
     parser.add_argument("--naive", type=int, default=None, help="naive queries per data set (default: by size)")
+    parser.add_argument("--only", action="append", default=[], help="data sets whose name contains this (repeatable)")
     parser.add_argument("--seed", type=int, default=20261125)
     parser.add_argument("--no-postgres", action="store_true", help="SQLite only, even with a PostgreSQL URL set")
     args = parser.parse_args(argv)
@@ -304,6 +305,8 @@ async def run(argv: Sequence[str]) -> int:
     try:
         with tempfile.TemporaryDirectory(prefix="ws-bench-") as tmp:
             for number, data in enumerate(data_sets(args.quick, args.seed)):
+                if args.only and not any(part in data.name for part in args.only):
+                    continue
                 records = records_for(data, args.seed + number)
                 started = time.perf_counter()
                 naive = run_naive(data, records, naive_samples(len(records), args.naive))

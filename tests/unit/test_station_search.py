@@ -411,6 +411,23 @@ async def test_nearest_fetches_rows_and_matches_naive(
                 assert set(amenities) <= set(hit.station.amenities)
 
 
+@pytest.mark.parametrize("driver_fast_path", [True, False], ids=["aiosqlite-fast-path", "sqlalchemy"])
+async def test_fetching_many_rows_is_chunked(
+    db: Database, driver_fast_path: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """More ids than one statement may bind on some builds and drivers (SQLite default 32,766; asyncpg 32,767)."""
+    if not driver_fast_path:
+
+        async def no_fast_path(connection: object) -> None:
+            return None
+
+        monkeypatch.setattr(station_search, "_aiosqlite_fetchall", no_fast_path)
+    await add(db, *(station(f"s{i}", 0.0, i * 0.001) for i in range(20)))
+    async with db.session() as session:
+        fetched = await station_search.fetch_stations(session, list(range(1, 40_000)))
+    assert sorted(fetched) == list(range(1, 21))
+
+
 async def test_beyond_radius_gives_the_single_nearest(db: Database) -> None:
     await add(
         db, station("far", 40.0, 116.4), station("farther", 45.0, 126.6), station("gone", 31.8, 119.9, status="closed")
