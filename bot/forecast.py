@@ -5,10 +5,10 @@ Open-Meteo's ``/v1/forecast`` needs no key. We ask for the next N hours at an ar
 (a self-hosted Open-Meteo, or the sandbox's fake in tests and the demo).
 
 Failures never escape as anything but `ForecastUnavailable`: network errors, timeouts, 429 and 5xx answers are retried
-with exponential back-off (a 429's Retry-After is honoured); a 4xx (our request is wrong) and an answer that is not
-the expected JSON are not retried. The job records the short category and carries on with the other areas; a forecast
-that stays stale is reported to coordinators (bot/weather_jobs.py). Nothing personal is ever sent or logged here:
-only area coordinates.
+with exponential back-off (a 429's Retry-After is honoured), and so is an answer that is not the expected JSON (a
+proxy's error page); a 4xx (our request is wrong) is not. The job records the short category and carries on with the
+other areas; a forecast that stays stale is reported to coordinators (bot/weather_jobs.py). Nothing personal is ever
+sent or logged here: only area coordinates.
 """
 
 from __future__ import annotations
@@ -128,8 +128,8 @@ class OpenMeteo:
             raise ForecastUnavailable(f"rejected:{response.status_code}")
         try:
             answer = _Answer.model_validate_json(response.content)
-        except ValidationError as exc:
-            raise ForecastUnavailable("bad_answer") from exc
+        except ValidationError as exc:  # a proxy's error page, a truncated answer: worth another try
+            raise _Retry("bad_answer") from exc
         return _hours(answer.hourly)
 
 

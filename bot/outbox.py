@@ -4,13 +4,16 @@ Every message that is not a direct reply (staff alerts, card edits, status notif
 is written to the outbox in the same transaction as the change that causes it; this worker sends it.
 
 How an item is sent
-  1. *Claim*: a conditional ``UPDATE … SET status='sending' WHERE id=… AND status='pending'`` (after
-     ``SELECT … FOR UPDATE SKIP LOCKED`` on PostgreSQL), committed before Telegram is called. Of several workers or
-     processes on one database exactly one wins the claim. The claim carries a lease (``lease`` seconds).
-  2. *Call* Telegram through the given bot (the Application's ExtBot, whose AIORateLimiter keeps ~25 msg/s overall
-     and 20/min per group), under a timeout shorter than the lease.
+  1. *Claim*: one conditional ``UPDATE … SET status='sending' WHERE id IN (the due heads of their chats) AND
+     status='pending' RETURNING …`` (the inner select takes ``FOR UPDATE SKIP LOCKED`` on PostgreSQL), committed before
+     Telegram is called: up to as many items as there are free slots, each won by exactly one worker or process. The
+     claim carries a lease (``lease`` seconds).
+  2. *Call* Telegram through the given bot (the Application's ExtBot, whose `RateLimiter` below paces messages
+     evenly at telegram.overall_max_rate, 20/min per group), under a timeout shorter than the lease. A plain
+     sendMessage goes out as the Bot API JSON it is stored as (no PTB objects built and parsed back).
   3. *Record* the outcome right away: ``sent`` with the message id (a card's chat and message id go to
-     ``outbox_cards``), ``pending`` again with a back-off, or ``failed``.
+     ``outbox_cards``), ``pending`` again with a back-off, or ``failed``. Sent items are written by a group commit:
+     whatever Telegram accepted while the previous batch was being written goes into the next transaction.
 
 Order: the items of one chat go one at a time, in id order; an item waiting for a retry holds back the later items
 of its chat, never other chats. Up to ``concurrency`` chats are served at once.
@@ -25,9 +28,10 @@ Errors (only the item id, method, chat id and a short category are logged — ne
     text too long…) is ``failed`` with its category.
 
 Exactly once, as far as Telegram allows — the at-least-once window
-  Telegram has no idempotency key for sendMessage. An item is marked ``sent`` in the very next statement after
-  Telegram answers, so a duplicate is possible only if the process dies (or the database is unreachable, after
-  three quick retries of that write) in the few milliseconds between Telegram's answer and that commit, or if the
+  Telegram has no idempotency key for sendMessage. An item is marked ``sent`` in the next group commit after
+  Telegram answers (at once when nothing else is being written), so a duplicate is possible only if the process dies
+  (or the database is unreachable, after three quick retries of that write) in the few milliseconds between
+  Telegram's answer and that commit, or if the
   answer itself is lost on the network after Telegram delivered the message (a timeout or dropped connection is
   retried, like any network error). In those cases the item stays ``sending``; once its lease expires (``lease``
   seconds, 60 by default) any worker puts it back to ``pending`` and it is sent again: at-least-once, because a lost
@@ -187,7 +191,7 @@ class OutboxWorker:
         *,
         poll_interval: float = 1.0,
         max_attempts: int = 12,
-        concurrency: int = 32,
+        concurrency: int = 64,
         base_backoff: float = 1.0,
         max_backoff: float = 300.0,
         lease: float = 60.0,
@@ -226,6 +230,7 @@ class OutboxWorker:
         self._listener = self._after_commit  # one bound method object, so event.remove finds it
         self._sent = _GroupCommit(self)
         self._write_turn = asyncio.Lock()
+        self._preview: dict[str, Any] | None = None  # the bot's default link_preview_options, as Bot API JSON
 
     # --- lifecycle ------------------------------------------------------------------------------------------
 
@@ -345,9 +350,9 @@ class OutboxWorker:
         async with self._writing(), self.database.session() as session:
             # One statement finds and claims the due items (a broadcast keeps every slot busy: a query and a claim
             # per message would cost more than sending it).
-            items = await outbox.claim_due(
-                session, limit=capacity, lease=timedelta(seconds=self.lease), now=now, exclude_chats=self._busy_chats
-            )
+            # No need to exclude the chats being sent to: their items in flight are "sending", which holds back the
+            # rest of their chat (and a statement without a list of chats is compiled once and cached).
+            items = await outbox.claim_due(session, limit=capacity, lease=timedelta(seconds=self.lease), now=now)
             for item in items:
                 self._launch(item)
             claimed = len(items)
@@ -504,10 +509,13 @@ class OutboxWorker:
         """The sendMessage parameters of an item, with the bot's default link preview setting (PTB's Defaults are
         applied by its typed methods only)."""
         params: dict[str, Any] = {"chat_id": item.chat_id, **item.payload}
-        defaults = getattr(self.bot, "defaults", None)
-        preview = getattr(defaults, "link_preview_options", None) if defaults is not None else None
-        if preview is not None and "link_preview_options" not in params:
-            params["link_preview_options"] = preview.to_dict()
+        if "link_preview_options" not in params:
+            if self._preview is None:
+                defaults = getattr(self.bot, "defaults", None)
+                preview = getattr(defaults, "link_preview_options", None) if defaults is not None else None
+                self._preview = preview.to_dict() if preview is not None else {}
+            if self._preview:
+                params["link_preview_options"] = self._preview
         return params
 
     async def _retry(self, item: OutboxItem, outcome: Outcome) -> None:
@@ -631,10 +639,14 @@ def _error_name(exc: BaseException) -> str:
 
 
 def _even(rate: float) -> AsyncLimiter:
-    """`rate` calls a second, evenly spaced: no burst at the start of a second that Telegram's per-second window would
-    count against us (aiolimiter's leaky bucket of size 1). Above 100/s a bucket of 1/20 s worth, as timers are not
-    that precise."""
-    burst = max(1.0, rate / 20) if rate > 100 else 1.0
+    """`rate` calls a second, evenly spaced (aiolimiter's leaky bucket, sized 1.1 calls).
+
+    A bucket the size of a whole second (PTB's AIORateLimiter) lets a second's worth out at once, which Telegram's
+    per-second window answers with 429 — and a 429 stops every request for a second. A bucket of exactly one call
+    loses the event loop's timer lateness (up to a millisecond) on every call, 3 % at 30/s; the extra tenth lets a late
+    call catch up without ever putting more than `rate` + 1 calls in any one second. Above 100/s (paid broadcasts)
+    the bucket holds 1/20 s worth: timers are not finer than that."""
+    burst = max(1.1, rate / 20) if rate > 100 else 1.1
     return AsyncLimiter(max_rate=burst, time_period=burst / rate)
 
 
@@ -697,17 +709,15 @@ class RateLimiter(BaseRateLimiter[int]):
         group = chat if (isinstance(chat, int) and chat < 0) or isinstance(chat, str) else None
         paid = bool(data.get("allow_paid_broadcast"))
         retries = rate_limit_args if rate_limit_args is not None else self._max_retries
+        limiter = (self._paid if paid else self._overall) if chat is not None else None
         for attempt in range(retries + 1):
             try:
-                async with contextlib.AsyncExitStack() as limits:
-                    if group is not None and self._group_max:
-                        await limits.enter_async_context(self._group(group))
-                    if chat is not None:
-                        limiter = self._paid if paid else self._overall
-                        if limiter is not None:
-                            await limits.enter_async_context(limiter)
-                    await self._unpaused.wait()
-                    return await callback(*args, **kwargs)
+                if group is not None and self._group_max:
+                    await self._group(group).acquire()
+                if limiter is not None:
+                    await limiter.acquire()
+                await self._unpaused.wait()
+                return await callback(*args, **kwargs)
             except RetryAfter as exc:
                 if attempt >= retries:
                     raise
@@ -785,7 +795,6 @@ class AiohttpRequest(BaseRequest):
         if session is None or session.closed:
             raise RuntimeError("This AiohttpRequest is not initialized!")
         files = request_data.multipart_data if request_data else None
-        fields = request_data.json_parameters if request_data else None
         read = self._read_timeout if isinstance(read_timeout, DefaultValue) else read_timeout
         if files and isinstance(write_timeout, DefaultValue) and read is not None and self._media_timeout is not None:
             read = max(read, self._media_timeout)
@@ -793,14 +802,17 @@ class AiohttpRequest(BaseRequest):
         pool = self._pool_timeout if isinstance(pool_timeout, DefaultValue) else pool_timeout
         waiting = None if connect is None or pool is None else connect + pool
         timeout = aiohttp.ClientTimeout(total=None, connect=waiting, sock_connect=connect, sock_read=read)
-        body: Any = fields
-        if files:
+        body: Any = None
+        if files and request_data is not None:
             form = aiohttp.FormData()
-            for name, value in (fields or {}).items():
+            for name, value in request_data.json_parameters.items():
                 form.add_field(name, value)
             for name, (filename, content, mime_type) in files.items():
                 form.add_field(name, content, filename=filename, content_type=mime_type)
             body = form
+        elif request_data is not None:
+            # A JSON body (the Bot API takes one): percent-encoding a long text as a form costs more than sending it.
+            body = aiohttp.BytesPayload(request_data.json_payload, content_type="application/json")
         try:
             async with session.request(method, url, data=body, timeout=timeout) as response:
                 return response.status, await response.read()

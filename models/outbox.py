@@ -31,7 +31,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     String,
-    case,
+    bindparam,
     delete,
     exists,
     func,
@@ -419,6 +419,20 @@ async def card_message(session: AsyncSession, card_key: str) -> tuple[int, int] 
     return (card.chat_id, card.message_id) if card is not None else None
 
 
+async def latest_card_payload(session: AsyncSession, card_key: str) -> dict[str, Any] | None:
+    """The payload of the newest send or edit of a card that is not superseded (what it shows, or will show soon):
+    lets a caller skip an edit that would change nothing (Telegram answers those with 400 "not modified")."""
+    connection = await session.connection()
+    result = await connection.execute(
+        sa_select(_outbox.c.payload)
+        .where(_outbox.c.card_key == card_key, _outbox.c.status != OutboxStatus.SUPERSEDED.value)
+        .order_by(_outbox.c.id.desc())
+        .limit(1)
+    )
+    payload = result.scalar_one_or_none()
+    return dict(payload) if isinstance(payload, dict) else None
+
+
 async def stats(session: AsyncSession) -> dict[str, int]:
     """Item counts by status (every status present, zeros included) — for /healthz and tests."""
     connection = await session.connection()
@@ -550,7 +564,14 @@ async def claim_due(
     same guarantees as `claim`: each item goes to exactly one worker and `attempts` grows by one (the fencing token)."""
     now = now or utcnow()
     item, conditions = _heads(now, exclude_chats)
-    due = sa_select(item.c.id).where(*conditions, item.c.next_attempt_at <= now).order_by(item.c.id).limit(limit)
+    # Oldest due first, in the order of the (status, next_attempt_at) index, so the scan stops after `limit` heads
+    # instead of sorting every due item (a broadcast keeps thousands queued). Within a chat the order is by id anyway.
+    due = (
+        sa_select(item.c.id)
+        .where(*conditions, item.c.next_attempt_at <= now)
+        .order_by(item.c.next_attempt_at, item.c.id)
+        .limit(limit)
+    )
     connection = await session.connection()
     if connection.dialect.name == "postgresql":
         due = due.with_for_update(skip_locked=True, of=item)
@@ -615,29 +636,32 @@ async def mark_sent_many(
     """`mark_sent` for a batch, in one transaction (the worker's group commit); returns the ids recorded as sent.
 
     Each item is matched on its claim (status sending and the same `attempts`), so an item whose claim was lost is
-    left alone and missing from the result, exactly as `mark_sent` returning False."""
+    left alone and missing from the result, exactly as `mark_sent` returning False. One prepared UPDATE run for every
+    item (executemany), then one read of the batch's rows to tell which ones this claim finished."""
     if not sent:
         return set()
     now = now or utcnow()
-    attempts = {item.id: item.attempts for item, _ in sent}
-    message_ids = {item.id: message_id for item, message_id in sent}
     connection = await session.connection()
-    result = await connection.execute(
+    await connection.execute(
         update(_outbox)
         .where(
-            _outbox.c.id.in_(list(attempts)),
+            _outbox.c.id == bindparam("b_id"),
+            _outbox.c.attempts == bindparam("b_attempts"),
             _outbox.c.status == OutboxStatus.SENDING.value,
-            _outbox.c.attempts == case(attempts, value=_outbox.c.id),
         )
         .values(
-            status=OutboxStatus.SENT.value,
-            sent_at=now,
-            last_error=None,
-            telegram_message_id=case(message_ids, value=_outbox.c.id),
+            status=OutboxStatus.SENT.value, sent_at=now, last_error=None, telegram_message_id=bindparam("b_message")
         )
-        .returning(_outbox.c.id)
+        .execution_options(synchronize_session=False),
+        [{"b_id": item.id, "b_attempts": item.attempts, "b_message": message_id} for item, message_id in sent],
     )
-    done = {int(row_id) for row_id in result.scalars()}
+    attempts = {item.id: item.attempts for item, _ in sent}
+    rows = await connection.execute(
+        sa_select(_outbox.c.id, _outbox.c.attempts).where(
+            _outbox.c.id.in_(list(attempts)), _outbox.c.status == OutboxStatus.SENT.value
+        )
+    )
+    done = {int(row_id) for row_id, row_attempts in rows if attempts.get(row_id) == row_attempts}
     cards = [
         {"card_key": item.card_key, "chat_id": item.chat_id, "message_id": message_id, "updated_at": now}
         for item, message_id in sent

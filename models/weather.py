@@ -247,22 +247,33 @@ def _extend(run: list[Hour], rest: Sequence[Hour], trigger: Trigger) -> Spell:
     return _figures(spell, reasons)
 
 
-def continuing_spell(hours: Sequence[Hour], trigger: Trigger, now: datetime) -> Spell | None:
-    """While an event is open: the cold hours ahead counted with the hysteresis (for its end and figures)."""
-    ahead = [h for h in _ahead(hours, now) if cold_reasons(h, trigger, trigger.hysteresis_c)]
+def current_spell(hours: Sequence[Hour], trigger: Trigger, now: datetime, planned_end: datetime) -> Spell | None:
+    """While an event is open: its spell in a fresh forecast, or None when the forecast no longer has it.
+
+    Cold hours count with the hysteresis; cold hours with fewer than `clear_hours` milder hours between them belong to
+    one spell (a mild afternoon does not end it). The event's spell is the first such run that starts before its
+    planned end (or within `clear_hours` from now): a later run is another spell, with an event of its own."""
+    ahead = _ahead(hours, now)
     if not ahead:
         return None
-    reasons = {r for h in ahead for r in cold_reasons(h, trigger, trigger.hysteresis_c)}
-    spell = _figures(ahead, reasons)
-    return spell
+    runs: list[list[Hour]] = []
+    for hour in ahead:
+        if not cold_reasons(hour, trigger, trigger.hysteresis_c):
+            continue
+        if runs and hour.time - runs[-1][-1].time <= timedelta(hours=trigger.clear_hours):
+            runs[-1].append(hour)
+        else:
+            runs.append([hour])
+    horizon = max(planned_end, ahead[0].time + timedelta(hours=trigger.clear_hours))
+    if not runs or runs[0][0].time >= horizon:
+        return None
+    run = runs[0]
+    return _figures(run, {r for h in run for r in cold_reasons(h, trigger, trigger.hysteresis_c)})
 
 
-def spell_over(hours: Sequence[Hour], trigger: Trigger, now: datetime) -> bool:
-    """True when the next `clear_hours` hours are all known and none is cold, even within the hysteresis."""
-    ahead = _ahead(hours, now)[: trigger.clear_hours]
-    if len(ahead) < trigger.clear_hours:
-        return False  # too short a forecast to say it is over
-    return not any(cold_reasons(h, trigger, trigger.hysteresis_c) for h in ahead)
+def spell_over(hours: Sequence[Hour], trigger: Trigger, now: datetime, planned_end: datetime) -> bool:
+    """True when the forecast covers at least `clear_hours` ahead and no longer has the event's spell."""
+    return len(_ahead(hours, now)) >= trigger.clear_hours and current_spell(hours, trigger, now, planned_end) is None
 
 
 # --- quiet hours ------------------------------------------------------------------------------------------------
@@ -386,8 +397,7 @@ class Broadcast(SQLModel, table=True):
     decided_by_name: str | None = Field(default=None, sa_column=Column(String(200), nullable=True))
     # A manual broadcast's draft id: a second tap on "Send" (or a redelivered update) makes no second broadcast.
     idempotency_key: str | None = Field(default=None, sa_column=Column(String(64), nullable=True, unique=True))
-    # Chats holding this broadcast's approval card / delivery report card (their outbox card keys derive from them).
-    approval_chats: list[int] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    # Chats holding this broadcast's card (the approval card, then the delivery report; see handlers/broadcast.py).
     report_chats: list[int] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     # Fan-out progress: every active subscription with an id up to `cursor` has its outbox row.
     cursor: int = Field(default=0, sa_column=Column(Integer, nullable=False))

@@ -89,7 +89,6 @@ def upgrade() -> None:
         sa.Column("decided_by", sa.BigInteger(), nullable=True),
         sa.Column("decided_by_name", sa.String(length=200), nullable=True),
         sa.Column("idempotency_key", sa.String(length=64), nullable=True),
-        sa.Column("approval_chats", sa.JSON(), nullable=False),
         sa.Column("report_chats", sa.JSON(), nullable=False),
         sa.Column("cursor", sa.Integer(), nullable=False),
         sa.Column("fanned_out", sa.Boolean(), nullable=False),
