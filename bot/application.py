@@ -12,15 +12,18 @@ from typing import Any
 
 from telegram import LinkPreviewOptions, Update
 from telegram.constants import ParseMode
-from telegram.ext import AIORateLimiter, Application, ApplicationBuilder, Defaults, TypeHandler
+from telegram.ext import Application, ApplicationBuilder, Defaults, TypeHandler
 from telegram.warnings import PTBUserWarning
 
 from bot.config import Settings
 from bot.database import Database
 from bot.i18n import all_translators, translator
 from bot.persistence import DatabasePersistence
+from bot.rate_limit import rate_limiter
 from bot.services import Services
+from bot.telegram_http import AiohttpRequest
 from handlers import (
+    broadcast,
     cancel,
     case_staff,
     errors,
@@ -34,6 +37,7 @@ from handlers import (
     station_feedback,
     station_staff,
     status,
+    subscribe,
     teams,
 )
 from handlers.common import remember_user
@@ -102,14 +106,10 @@ def build_application(
             )
         )
         .persistence(DatabasePersistence(database))
-        .rate_limiter(
-            AIORateLimiter(
-                overall_max_rate=settings.telegram.overall_max_rate,
-                group_max_rate=settings.telegram.group_max_per_minute,
-                group_time_period=60,
-                max_retries=3,
-            )
-        )
+        # One rate limiter for every call (replies, outbox, broadcasts): chats evenly spaced, 20/min per group.
+        .rate_limiter(rate_limiter(settings))
+        # aiohttp rather than httpx for the Bot API calls: a fifth of the CPU per call (bot/telegram_http.py).
+        .request(AiohttpRequest())
         .post_init(post_init)
         .concurrent_updates(False)  # conversations rely on one update at a time per user
     )
@@ -127,6 +127,9 @@ def build_application(
 
     # Group 0: the journeys. Within a group the first matching handler wins, so conversations come first,
     # then stateless commands and buttons, and last the catch-all that answers anything unexpected.
+    # Cold-weather subscriptions first: a location shared at their "where" step is theirs, not find's or a form's.
+    application.add_handlers(subscribe.handlers())
+    application.add_handlers(broadcast.handlers())
     application.add_handlers(request_form.handlers())
     # Reports before find (which answers any location: the report's pin) and before start (/start report).
     application.add_handlers(report_form.handlers())

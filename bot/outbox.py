@@ -52,18 +52,14 @@ import logging
 import random
 import re
 import warnings
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Literal, TypeVar
 
-import aiohttp
-from aiolimiter import AsyncLimiter
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 from telegram import Bot, ForceReply, InlineKeyboardMarkup, ReplyKeyboardMarkup, ReplyKeyboardRemove
-from telegram._utils.defaultvalue import DefaultValue
-from telegram._utils.types import ODVInput
 from telegram.error import (
     BadRequest,
     ChatMigrated,
@@ -74,10 +70,8 @@ from telegram.error import (
     TelegramError,
     TimedOut,
 )
-from telegram.ext import BaseRateLimiter, ExtBot
-from telegram.request import BaseRequest, RequestData
+from telegram.ext import ExtBot
 
-from bot.config import Settings
 from bot.database import Database
 from models import outbox
 from models.base import utcnow
@@ -125,7 +119,7 @@ class Outcome:
 def classify(exc: BaseException) -> Outcome:
     """What to do after a failed call, and the short category to record (never the description itself)."""
     if isinstance(exc, RetryAfter):
-        return Outcome("flood", "flood_control", _retry_after_seconds(exc))
+        return Outcome("flood", "flood_control", retry_after_seconds(exc))
     if isinstance(exc, Forbidden):
         return Outcome("fail", _category(exc.message, _FORBIDDEN, "forbidden"))
     if isinstance(exc, ChatMigrated):
@@ -150,7 +144,7 @@ def _category(description: str, table: tuple[tuple[str, str], ...], default: str
     return next((category for needle, category in table if needle in lowered), default)
 
 
-def _retry_after_seconds(exc: RetryAfter) -> float:
+def retry_after_seconds(exc: RetryAfter) -> float:
     with warnings.catch_warnings():  # PTB 22 warns that the int form is deprecated; we accept both forms
         warnings.simplefilter("ignore")
         value: Any = exc.retry_after
@@ -636,187 +630,3 @@ def _error_name(exc: BaseException) -> str:
 
 
 # --- the HTTP side: Telegram's limits, and a client fast enough for paid broadcasts --------------------------------
-
-
-def _even(rate: float) -> AsyncLimiter:
-    """`rate` calls a second, evenly spaced (aiolimiter's leaky bucket, sized 1.1 calls).
-
-    A bucket the size of a whole second (PTB's AIORateLimiter) lets a second's worth out at once, which Telegram's
-    per-second window answers with 429 — and a 429 stops every request for a second. A bucket of exactly one call
-    loses the event loop's timer lateness (up to a millisecond) on every call, 3 % at 30/s; the extra tenth lets a late
-    call catch up without ever putting more than `rate` + 1 calls in any one second. Above 100/s (paid broadcasts)
-    the bucket holds 1/20 s worth: timers are not finer than that."""
-    burst = max(1.1, rate / 20) if rate > 100 else 1.1
-    return AsyncLimiter(max_rate=burst, time_period=burst / rate)
-
-
-class RateLimiter(BaseRateLimiter[int]):
-    """python-telegram-bot's rate limiter for Waystation, on aiolimiter (what PTB's own AIORateLimiter uses).
-
-    * Messages to chats: `overall_max_rate` per second overall, *evenly spaced* (PTB's AIORateLimiter allows a burst
-      of a whole second's worth, which a per-second window answers with 429: a broadcast then loses a second at every
-      burst instead of running at the limit).
-    * Groups: `group_max_per_minute` a minute each (Telegram's 20/min; bursts are fine there).
-    * Paid broadcasts (``allow_paid_broadcast``): `paid_max_rate` per second, beside the free limit.
-    * A 429 (RetryAfter) pauses every request for its ``retry_after`` and is retried up to `max_retries` times; after
-      that the caller (the outbox worker) sees it and reschedules the item.
-    """
-
-    def __init__(
-        self,
-        overall_max_rate: float = 25.0,
-        group_max_per_minute: int = 20,
-        *,
-        paid_max_rate: float = 1000.0,
-        max_retries: int = 3,
-    ) -> None:
-        # Very high rates mean "no limit" (benchmarks, a self-hosted Bot API server without limits).
-        self._overall = _even(overall_max_rate) if overall_max_rate < 10_000 else None
-        self._paid = _even(paid_max_rate)
-        self._group_max = group_max_per_minute
-        self._groups: dict[int | str, AsyncLimiter] = {}
-        self._max_retries = max_retries
-        self._unpaused = asyncio.Event()
-        self._unpaused.set()
-
-    async def initialize(self) -> None:
-        """Nothing to set up."""
-
-    async def shutdown(self) -> None:
-        """Nothing to release."""
-
-    def _group(self, chat: int | str) -> AsyncLimiter:
-        if len(self._groups) > 512:  # forget idle groups
-            for key, idle in list(self._groups.items()):
-                if key != chat and idle.has_capacity(idle.max_rate):
-                    del self._groups[key]
-        if chat not in self._groups:
-            self._groups[chat] = AsyncLimiter(self._group_max, 60)
-        return self._groups[chat]
-
-    async def process_request(
-        self,
-        callback: Callable[..., Coroutine[Any, Any, bool | dict[str, Any] | list[dict[str, Any]]]],
-        args: Any,
-        kwargs: dict[str, Any],
-        endpoint: str,
-        data: dict[str, Any],
-        rate_limit_args: int | None,
-    ) -> bool | dict[str, Any] | list[dict[str, Any]]:
-        chat: int | str | None = data.get("chat_id")
-        with contextlib.suppress(TypeError, ValueError):
-            chat = int(chat)  # type: ignore[arg-type]
-        group = chat if (isinstance(chat, int) and chat < 0) or isinstance(chat, str) else None
-        paid = bool(data.get("allow_paid_broadcast"))
-        retries = rate_limit_args if rate_limit_args is not None else self._max_retries
-        limiter = (self._paid if paid else self._overall) if chat is not None else None
-        for attempt in range(retries + 1):
-            try:
-                if group is not None and self._group_max:
-                    await self._group(group).acquire()
-                if limiter is not None:
-                    await limiter.acquire()
-                await self._unpaused.wait()
-                return await callback(*args, **kwargs)
-            except RetryAfter as exc:
-                if attempt >= retries:
-                    raise
-                wait = _retry_after_seconds(exc) + 0.1
-                log.info("flood control (%s): every request waits %.1f s", endpoint, wait)
-                self._unpaused.clear()
-                try:
-                    await asyncio.sleep(wait)
-                finally:
-                    self._unpaused.set()
-        raise AssertionError("unreachable")
-
-
-def rate_limiter(settings: Settings) -> RateLimiter:
-    """The rate limiter for the Application, from telegram.* and weather.paid_max_rate."""
-    return RateLimiter(
-        settings.telegram.overall_max_rate,
-        settings.telegram.group_max_per_minute,
-        paid_max_rate=settings.weather.paid_max_rate,
-    )
-
-
-class AiohttpRequest(BaseRequest):
-    """python-telegram-bot's HTTP client on aiohttp instead of httpx.
-
-    Why: sending is CPU-bound at broadcast rates, and httpx costs about 1 ms of CPU per Bot API call where aiohttp
-    costs 0.15 ms (measured in tests/bench/bench_broadcast.py): with httpx one core tops out near 800 messages a
-    second, under the 1000/s of paid broadcasts. Same contract as PTB's HTTPXRequest (timeouts, TimedOut,
-    NetworkError); there is no write timeout in aiohttp, so uploads are bounded by the read timeout instead.
-    """
-
-    def __init__(
-        self,
-        connection_pool_size: int = 256,
-        *,
-        read_timeout: float | None = 5.0,
-        connect_timeout: float | None = 5.0,
-        pool_timeout: float | None = 1.0,
-        media_timeout: float | None = 20.0,
-    ) -> None:
-        self._pool_size = connection_pool_size
-        self._read_timeout = read_timeout
-        self._connect_timeout = connect_timeout
-        self._pool_timeout = pool_timeout
-        self._media_timeout = media_timeout
-        self._session: aiohttp.ClientSession | None = None
-
-    @property
-    def read_timeout(self) -> float | None:
-        return self._read_timeout
-
-    async def initialize(self) -> None:
-        if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(limit=self._pool_size, ttl_dns_cache=300)
-            self._session = aiohttp.ClientSession(
-                connector=connector, headers={"User-Agent": self.USER_AGENT}, raise_for_status=False
-            )
-
-    async def shutdown(self) -> None:
-        if self._session is not None and not self._session.closed:
-            await self._session.close()
-        self._session = None
-
-    async def do_request(
-        self,
-        url: str,
-        method: str,
-        request_data: RequestData | None = None,
-        read_timeout: ODVInput[float] = BaseRequest.DEFAULT_NONE,
-        write_timeout: ODVInput[float] = BaseRequest.DEFAULT_NONE,
-        connect_timeout: ODVInput[float] = BaseRequest.DEFAULT_NONE,
-        pool_timeout: ODVInput[float] = BaseRequest.DEFAULT_NONE,
-    ) -> tuple[int, bytes]:
-        session = self._session
-        if session is None or session.closed:
-            raise RuntimeError("This AiohttpRequest is not initialized!")
-        files = request_data.multipart_data if request_data else None
-        read = self._read_timeout if isinstance(read_timeout, DefaultValue) else read_timeout
-        if files and isinstance(write_timeout, DefaultValue) and read is not None and self._media_timeout is not None:
-            read = max(read, self._media_timeout)
-        connect = self._connect_timeout if isinstance(connect_timeout, DefaultValue) else connect_timeout
-        pool = self._pool_timeout if isinstance(pool_timeout, DefaultValue) else pool_timeout
-        waiting = None if connect is None or pool is None else connect + pool
-        timeout = aiohttp.ClientTimeout(total=None, connect=waiting, sock_connect=connect, sock_read=read)
-        body: Any = None
-        if files and request_data is not None:
-            form = aiohttp.FormData()
-            for name, value in request_data.json_parameters.items():
-                form.add_field(name, value)
-            for name, (filename, content, mime_type) in files.items():
-                form.add_field(name, content, filename=filename, content_type=mime_type)
-            body = form
-        elif request_data is not None:
-            # A JSON body (the Bot API takes one): percent-encoding a long text as a form costs more than sending it.
-            body = aiohttp.BytesPayload(request_data.json_payload, content_type="application/json")
-        try:
-            async with session.request(method, url, data=body, timeout=timeout) as response:
-                return response.status, await response.read()
-        except TimeoutError as exc:
-            raise TimedOut from exc
-        except aiohttp.ClientError as exc:
-            raise NetworkError(f"aiohttp.{type(exc).__name__}: {exc}") from exc

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 from telegram import Update
 
-from bot import escalation
+from bot import escalation, weather_jobs
 from bot.application import WaystationApplication, build_application
 from bot.config import ConfigError, Settings
 from bot.database import Database, ping
@@ -71,6 +71,7 @@ class BotRunner:
         app.services.outbox = self.outbox
         await self.outbox.start()
         await escalation.start(app)  # also fires what came due while the bot was down
+        weather_jobs.schedule(app)  # forecast checks re-armed; a broadcast cut short resumes from its cursor
         if webhook:
             await self._start_webhook()
         else:
@@ -88,6 +89,7 @@ class BotRunner:
         if app.updater is not None and app.updater.running:
             await app.updater.stop()
         await escalation.stop(app)
+        await weather_jobs.stop(app)
         if self.outbox is not None:
             await self.outbox.stop()
             self.outbox = None

@@ -185,7 +185,11 @@ def schedule(application: Application[Any, Any, Any, Any, Any, Any]) -> None:
 
 
 async def stop(application: Application[Any, Any, Any, Any, Any, Any]) -> None:
-    """Release the forecast provider's connections (call before the Application stops)."""
+    """Stop the weather jobs and release the forecast provider's connections (call before the Application stops)."""
+    if application.job_queue is not None:
+        for name in (JOB_CHECK, JOB_PUMP, JOB_PROGRESS, JOB_ARM):
+            for job in application.job_queue.get_jobs_by_name(name):
+                job.schedule_removal()
     found = application.bot_data.pop(RUNTIME, None)
     if isinstance(found, Runtime):
         await found.provider.close()

@@ -27,12 +27,15 @@ USER_COMMANDS: tuple[Command, ...] = (
     Command("status", N_("Follow your requests")),
     Command("report", N_("Report someone out in the cold")),
     Command("help", N_("What this bot can do")),
+    Command("subscribe", N_("Cold-weather alerts: subscribe or change")),
+    Command("unsubscribe", N_("Stop cold-weather alerts")),
     Command("language", N_("Change the language")),
     Command("cancel", N_("Stop what you are doing")),
     Command("station", N_("Staff: update a station's status"), staff_only=True),
     Command("queue", N_("Staff: open cases of your team"), staff_only=True),
     Command("rota", N_("Coordinators: who is on call"), staff_only=True),
     Command("teams", N_("Admins: invite staff, link a team's group"), staff_only=True),
+    Command("broadcast", N_("Staff: send an announcement to subscribers"), staff_only=True),
 )
 
 
@@ -46,6 +49,7 @@ NEAREST = MenuEntry(N_("📍 Nearest stations"), request_location=True)
 ASK_HELP = MenuEntry(N_("🆘 Ask for help"))
 MY_REQUESTS = MenuEntry(N_("📋 My requests"))
 REPORT = MenuEntry(N_("👀 Report someone in the cold"))
+COLD_ALERTS = MenuEntry(N_("❄️ Cold alerts"))
 FIND = MenuEntry(N_("🔎 Find by address"))
 LANGUAGE = MenuEntry(N_("🌐 Language"))
 HELP = MenuEntry(N_("❓ Help"))
@@ -54,7 +58,7 @@ HELP = MenuEntry(N_("❓ Help"))
 MAIN_MENU: tuple[tuple[MenuEntry, ...], ...] = (
     (NEAREST, FIND),
     (ASK_HELP, MY_REQUESTS),
-    (REPORT,),
+    (REPORT, COLD_ALERTS),
     (LANGUAGE, HELP),
 )
 

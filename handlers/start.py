@@ -5,7 +5,7 @@ from __future__ import annotations
 from telegram import Update
 from telegram.ext import CommandHandler, MessageHandler, filters
 
-from handlers import find, teams
+from handlers import find, subscribe, teams
 from handlers.common import Context, Handlers, esc, tr
 from handlers.menu import HELP, USER_COMMANDS, main_menu, menu_button
 
@@ -30,6 +30,7 @@ async def start(update: Update, context: Context) -> None:
     )
     text += "\n\n" + _("Choose from the menu below, or send /help.")
     await update.effective_message.reply_text(text, reply_markup=main_menu(t))
+    await subscribe.offer_subscribe_once(update, context)
 
 
 async def help_command(update: Update, context: Context) -> None:

@@ -31,7 +31,7 @@ from telegram.ext import CallbackQueryHandler, CommandHandler, ConversationHandl
 from bot.i18n import N_, Translator, all_translators
 from handlers import find
 from handlers.common import Context, Handlers, esc, services, tr
-from handlers.menu import MenuEntry, any_menu_button, main_menu, menu_button
+from handlers.menu import COLD_ALERTS, any_menu_button, main_menu, menu_button
 from handlers.station_views import ListView
 from models import weather
 from models.stations import AMENITY_BIT
@@ -48,8 +48,6 @@ DRAFT = "wx_subscription"
 OFFERED = "wx_offered"  # user_data flag: the /start offer was shown
 MAX_TEXT = 200  # a typed area name or quiet-hours range longer than this is not one
 
-# The main-menu entry for this journey (bot/application.py adds it to handlers/menu.MAIN_MENU).
-MENU_ENTRY = MenuEntry(N_("❄️ Cold alerts"))
 SHARE, BACK, CANCEL = N_("📍 Share my location"), N_("◀ Back"), N_("✖ Cancel")
 QUIET_PRESETS: tuple[tuple[int, int], ...] = ((22 * 60, 7 * 60), (23 * 60, 7 * 60), (21 * 60, 6 * 60))
 _RANGE = re.compile(r"^\s*(\d{1,2}[:.：]\d{2})\s*[-–—~至到]\s*(\d{1,2}[:.：]\d{2})\s*$")
@@ -567,7 +565,7 @@ def handlers() -> Handlers:
     conversation = ConversationHandler(
         entry_points=[
             CommandHandler("subscribe", _track(PLACE, start), filters=filters.ChatType.PRIVATE),
-            MessageHandler(menu_button(MENU_ENTRY), _track(PLACE, start)),
+            MessageHandler(menu_button(COLD_ALERTS), _track(PLACE, start)),
             CallbackQueryHandler(_track(PLACE, start), pattern=f"^{re.escape(OFFER_CALLBACK)}$"),
         ],
         states={

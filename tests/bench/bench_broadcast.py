@@ -1,9 +1,9 @@
 """Benchmark: a cold-weather alert to 10,000 and 100,000 subscribers over a city with 1,000 stations.
 
 Everything goes through the real bot and the fake Bot API over HTTP. The fake runs in this process; the bot runs in a
-child process (so it can be killed), with the Application built as bot/application.py should build it
-(`bot.outbox.AiohttpRequest` and `bot.outbox.rate_limiter`). Each subscriber gets a personalised alert: the three
-stations with heating open during the cold night nearest to them, in their language (70 % Chinese, 30 % English).
+child process (so it can be killed), with the Application exactly as bot/application.py builds it. Each subscriber gets
+a personalised alert: the three stations with heating open during the cold night nearest to them, in their language
+(70 % Chinese, 30 % English).
 
 (a) capped: the fake answers 429 above 30 messages/second overall; the bot is configured just under it
     (telegram.overall_max_rate, --capped-rate). Measured over --capped-seconds: the sustained rate (target ≥ 29/s,
@@ -83,19 +83,17 @@ def settings_for(config: dict[str, Any]) -> Any:
 
 async def child(config: dict[str, Any]) -> None:
     from bot import logs, weather_jobs
-    from bot.outbox import AiohttpRequest, rate_limiter
     from bot.runner import BotRunner
 
     logs.configure("WARNING")
     weather_jobs.STARTUP_DELAY = 10**6  # no forecast checks here: the alert is made by the parent
     settings = settings_for(config)
-    runner = BotRunner(settings, poll_timeout=1, request=AiohttpRequest(), rate_limiter=rate_limiter(settings))
+    runner = BotRunner(settings, poll_timeout=1)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await runner.start()
-    weather_jobs.schedule(runner.app)
     print("ready", flush=True)
     await stop.wait()
     await weather_jobs.stop(runner.app)

@@ -17,15 +17,12 @@ import pytest
 from geopy.distance import geodesic
 from opening_hours import OpeningHours  # type: ignore[attr-defined]
 from sqlalchemy import update
-from telegram import Update
-from telegram.ext import CommandHandler, ConversationHandler, filters
 
 from bot import weather_jobs
 from bot.application import WaystationApplication
 from bot.i18n import translator
 from bot.sandbox.fake_open_meteo import FakeOpenMeteo
 from bot.sandbox.fake_telegram import BotMessage, FakeTelegram, FakeUser
-from handlers import broadcast, start, subscribe
 from models import outbox, staff, station_import, weather
 from models.outbox import OutboxItem
 from models.staff import Role
@@ -59,32 +56,6 @@ DAQING = {
 HOTLINE = "0519-12345"
 
 
-def wire(app: WaystationApplication) -> None:
-    """Register the weather handlers as bot/application.py will: first in group 0 (before find's location handler).
-
-    Does nothing once bot/application.py registers them itself."""
-    group = app.handlers.get(0, [])
-    if any(isinstance(h, ConversationHandler) and h.name == "subscribe" for h in group):
-        return
-    mine = [*subscribe.handlers(), *broadcast.handlers()]
-    app.add_handlers(mine)
-    group = app.handlers[0]
-    for handler in mine:
-        group.remove(handler)
-    group[0:0] = mine
-
-
-def wire_with_offer(app: WaystationApplication) -> None:
-    """As handlers/start.py will do: the greeting, then the one-time offer of cold-weather alerts."""
-    wire(app)
-
-    async def start_and_offer(update: Update, context: Any) -> None:
-        await start.start(update, context)
-        await subscribe.offer_subscribe_once(update, context)
-
-    app.handlers[0].insert(0, CommandHandler("start", start_and_offer, filters=filters.ChatType.PRIVATE))
-
-
 @dataclass
 class City:
     """The bot with the demo stations, two weather areas, a fake forecast server and a frozen clock."""
@@ -107,17 +78,12 @@ class City:
         self.meteo.clock = lambda: self.now
 
     async def start(self) -> None:
-        await self.bot.start()
+        await self.bot.start()  # the runner arms the weather jobs
         self.set_clock(self.now)
-        if not self.app.job_queue or not self.app.job_queue.get_jobs_by_name(weather_jobs.JOB_PUMP):
-            weather_jobs.schedule(self.app)
 
     async def restart(self) -> None:
-        await weather_jobs.stop(self.app)
         await self.bot.restart()
         self.set_clock(self.now)
-        if not self.app.job_queue or not self.app.job_queue.get_jobs_by_name(weather_jobs.JOB_PUMP):
-            weather_jobs.schedule(self.app)
 
     async def check(self) -> None:
         await weather_jobs.check_forecasts(self.app)
@@ -226,9 +192,9 @@ async def city_factory(
     monkeypatch.setattr(weather_jobs, "STARTUP_DELAY", 3600.0)  # the tests run the checks themselves
     made: list[City] = []
 
-    async def make(*, start_offer: bool = False, **weather_options: Any) -> City:
+    async def make(**weather_options: Any) -> City:
         settings = city_settings(fake_telegram, database_url, meteo, **weather_options)
-        harness = BotHarness(settings, fake_telegram, configure=wire_with_offer if start_offer else wire)
+        harness = BotHarness(settings, fake_telegram)
         bob, alice = fake_telegram.user("Bob"), fake_telegram.user("Alice")
         city = City(harness, fake_telegram, meteo, bob, alice)
         await city.start()
@@ -244,8 +210,6 @@ async def city_factory(
         yield make
     finally:
         for city in made:
-            if city.bot.runner is not None:
-                await weather_jobs.stop(city.app)
             await city.bot.stop()
         for city in made:
             city.bot.assert_clean()
@@ -741,7 +705,7 @@ async def test_provider_outage_is_retried_and_reported(city: City) -> None:
 async def test_start_offers_cold_alerts_once_and_the_nearest_button_without_a_location(
     city_factory: Callable[..., Any],
 ) -> None:
-    city: City = await city_factory(start_offer=True)
+    city: City = await city_factory()
     eve = city.fake.user("Eve")
     await eve.send_command("/start")
     hello, offer = await eve.receive_all(2)

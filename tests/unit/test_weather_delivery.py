@@ -17,9 +17,10 @@ from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup
 from telegram.error import NetworkError, RetryAfter, TimedOut
 
 from bot.forecast import HOURLY_VARIABLES, ForecastUnavailable, OpenMeteo
-from bot.outbox import AiohttpRequest, RateLimiter
+from bot.rate_limit import RateLimiter
 from bot.sandbox.fake_open_meteo import FakeOpenMeteo
 from bot.sandbox.fake_telegram import TINY_JPEG, FakeTelegram
+from bot.telegram_http import AiohttpRequest
 
 pytestmark = pytest.mark.filterwarnings("ignore::telegram.warnings.PTBDeprecationWarning")
 
