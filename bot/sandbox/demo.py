@@ -39,11 +39,12 @@ from typing import Any, Final
 
 from aiohttp import WSMsgType, web
 
-from bot import logs
+from bot import logs, weather_jobs
 from bot.config import Settings
 from bot.database import Database
 from bot.runner import BotRunner
 from bot.sandbox.fake_nominatim import FakeNominatim
+from bot.sandbox.fake_open_meteo import FakeOpenMeteo
 from bot.sandbox.fake_telegram import BotMessage, ChatState, FakeGroup, FakeTelegram, FakeUser, image_size
 from bot.sandbox.telegram_html import utf16_len
 from models import staff, station_import
@@ -185,9 +186,19 @@ def _wake_escalation(app: Any) -> bool:
     return True
 
 
-def _weather_provider_available() -> bool:
-    """The cold-weather control needs the forecast feature; until it exists the page shows it disabled."""
-    return False
+# The demo's weather areas: the two regions' centres (the fake forecast server answers for these points).
+WEATHER_AREAS: Final[tuple[dict[str, Any], ...]] = (
+    {
+        "key": "wujin",
+        "name": "Changzhou · Wujin",
+        "names": {"zh_Hans": "常州 · 武进"},
+        "lat": 31.74,
+        "lon": 119.955,
+        "timezone": "Asia/Shanghai",
+    },
+    {"key": "daqing", "name": "Daqing", "names": {"zh_Hans": "大庆"}, "lat": 46.59, "lon": 125.10},
+)
+COLD_NIGHT: Final = {"temperature": -25.0, "apparent": -32.0, "wind": 30.0}
 
 
 class Demo:
@@ -212,6 +223,7 @@ class Demo:
         self.port = 0
         self.fake = FakeTelegram(token=DEMO_TOKEN, bot_username=DEMO_BOT_USERNAME, bot_first_name="Waystation")
         self.nominatim = FakeNominatim()
+        self.meteo = FakeOpenMeteo(clock=self.now)
         self.runner: BotRunner | None = None
         self.personas: dict[str, Persona] = {}
         self.group: FakeGroup | None = None
@@ -253,6 +265,8 @@ class Demo:
         self._stack.push_async_callback(self.fake.stop)
         await self.nominatim.start()
         self._stack.push_async_callback(self.nominatim.stop)
+        await self.meteo.start()
+        self._stack.push_async_callback(self.meteo.stop)
         self._create_people()
         settings = self._settings()
         await self._prepare_database(settings)
@@ -322,6 +336,16 @@ class Demo:
             },
             help={"hotline": "0519-12345"},
             staff={"alert_chat_ids": [self.group.id]},
+            # Forecasts from the fake server (mild until the page's ❄️ button makes a cold night); the approval
+            # card goes to the staff group, where only the coordinator may approve it.
+            weather={
+                "forecast_url": self.meteo.url,
+                "areas": list(WEATHER_AREAS),
+                "mode": "approval",
+                "coordinator_chat_ids": [self.group.id],
+                "retry_backoff_seconds": 0,
+                "report_interval_seconds": 1,
+            },
         )
 
     async def _prepare_database(self, settings: Settings) -> None:
@@ -340,11 +364,12 @@ class Demo:
             await database.dispose()
 
     async def _say_hello(self) -> None:
-        """Every persona has opened the bot already, so each pane starts at the main menu."""
+        """Every persona has opened the bot already, so each pane starts at the main menu (and the offer to get
+        cold-weather alerts)."""
         for persona in self.personas.values():
             await persona.user.send_command("/start")
         for persona in self.personas.values():
-            await persona.user.receive(timeout=15)
+            await persona.user.receive_all(2, timeout=15)  # the greeting, then the one-time offer of cold alerts
 
     async def _start_web(self) -> None:
         app = web.Application(middlewares=[self._guard], client_max_size=MAX_PHOTO_BYTES * 2)
@@ -533,10 +558,7 @@ class Demo:
                 "chats": chats,
                 "regions": self._regions(),
                 "clock": self.clock_state(),
-                "weather": {
-                    "available": _weather_provider_available(),
-                    "reason": "The cold-weather alerts feature (bot/forecast.py) is not in this build yet.",
-                },
+                "weather": {"available": True, "reason": ""},
             }
         )
 
@@ -758,7 +780,18 @@ class Demo:
         return web.json_response({"ok": True, "clock": state, "ran": ran})
 
     async def _weather(self, _request: web.Request) -> web.StreamResponse:
-        return _error("the cold-weather alerts feature is not in this build yet", status=501)
+        ran = await self.cold_night()
+        return web.json_response({"ok": True, "ran": ran})
+
+    async def cold_night(self) -> list[str]:
+        """A −25 °C night (feels like −32 °C) from 20:00 tonight in every area, then a forecast check at once: each
+        area opens its cold-weather event and the coordinator gets the draft alert to approve."""
+        zone = self.settings.tz
+        tonight = self.now().astimezone(zone).replace(hour=20, minute=0, second=0, microsecond=0)
+        for area in WEATHER_AREAS:
+            self.meteo.set_weather(float(area["lat"]), float(area["lon"]), tonight, 12, **COLD_NIGHT)
+        await weather_jobs.check_forecasts(self._bot_runner.app)
+        return ["forecast check"]
 
 
 # -- helpers ----------------------------------------------------------------------------------------------------

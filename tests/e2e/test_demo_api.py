@@ -123,13 +123,14 @@ async def test_page_state_and_starting_chats(page: Page, demo: Demo) -> None:
     regions = {r["key"]: r for r in state["regions"]}
     assert len(regions["changzhou"]["stations"]) > 20 and regions["changzhou"]["places"]
     assert all(regions["daqing"]["bounds"]["south"] <= s["lat"] for s in regions["daqing"]["stations"])
-    assert state["weather"]["available"] is False and state["weather"]["reason"]
+    assert state["weather"]["available"] is True
     assert state["clock"]["offset_minutes"] == 0
 
-    # Everyone has opened the bot: each chat shows the greeting (formatted) and the main menu.
+    # Everyone has opened the bot: each chat shows the greeting (formatted), the main menu and the offer of alerts.
     chat = await page.chat(page.chat_of("courier"))
-    greeting = chat["messages"][-1]
+    greeting, offer = chat["messages"][-2:]
     assert greeting["from_bot"] and greeting["html"].startswith("Hello, <b>Wang Lei</b>!")
+    assert "cold night" in offer["html"] and offer["buttons"][0][0]["text"] == "🔔 Get cold-weather alerts"
     first_row = chat["keyboard"]["rows"][0]
     assert first_row[0] == {"text": "📍 Nearest stations", "request_location": True, "request_contact": False}
 
@@ -285,11 +286,51 @@ async def test_refusals(page: Page, demo: Demo) -> None:
         "/api/clock", json={"minutes": 30}, headers={"Origin": "http://evil.example"}
     ) as response:
         assert response.status == 403
-    async with page.http.post("/api/weather", json={}) as response:
-        assert response.status == 501
+    async with page.http.post("/api/weather", json={}, headers={"Origin": "http://evil.example"}) as response:
+        assert response.status == 403
     assert demo.clock_offset == timedelta(0)
     # Nothing above reached the bot.
     assert (await page.chat(courier))["messages"][-1] == greeting
+
+
+async def test_cold_night_button_drafts_an_alert_the_coordinator_approves(page: Page, demo: Demo) -> None:
+    courier = page.chat_of("courier")
+    group = page.chat_of("coordinator", group=True)
+    # The courier takes the offer shown after /start and subscribes with a location in Wujin.
+    await page.tap("courier", courier, "🔔 Get cold-weather alerts")
+    await demo.personas["courier"].user.receive_all(2, timeout=10)
+    await page.act("courier", courier, type="reply_button", text="📍 Share my location", location=[31.7170, 119.9570])
+    await demo.personas["courier"].user.receive_all(2, timeout=10)  # saved, then "what should I send you?"
+    await page.tap("courier", courier, "Next ▶")
+    await page.next_bot("courier")
+    await page.tap("courier", courier, "🔔 No quiet hours")
+    assert "subscribed" in (await page.next_bot("courier")).content
+
+    async with page.http.post("/api/weather", json={}) as response:
+        assert response.status == 200, await response.text()
+    # Both areas open an event; their draft alerts wait for a coordinator in the staff group.
+    cards = [await page.next_bot("coordinator", group=True) for _ in range(2)]
+    wujin = next(c for c in cards if "Wujin" in c.content)
+    assert "-25 °C" in wujin.content and "Approve" in str(wujin.reply_markup)
+    # The responder may not approve; the coordinator may.
+    shown = next(m for m in (await page.chat(group))["messages"] if m["id"] == wujin.message_id)
+    (row, col) = next(
+        (r, c)
+        for r, line in enumerate(shown["buttons"])
+        for c, b in enumerate(line)
+        if b["text"] == "✅ Approve and send"
+    )
+    for persona in ("responder", "coordinator"):
+        await page.act(persona, group, type="inline", message_id=wujin.message_id, row=row, col=col)
+    alert = await page.next_bot("courier")
+    assert "-25 °C" in alert.content and "Hutang" in alert.content, alert.content
+    # A second press changes nothing: the same cold night is one event.
+    async with page.http.post("/api/weather", json={}) as response:
+        assert response.status == 200
+    await asyncio.sleep(0.5)
+    assert [m for m in (await page.chat(courier))["messages"] if "-25 °C" in m["html"]] == [
+        m for m in (await page.chat(courier))["messages"] if m["id"] == alert.message_id
+    ]
 
 
 async def test_clock_moves_the_bot_and_runs_jobs_that_became_due(page: Page, demo: Demo) -> None:
@@ -366,8 +407,8 @@ async def test_chinese_clients() -> None:
     demo = Demo(0, language="zh")
     await demo.start()
     try:
-        greeting = demo.personas["courier"].user.last
-        assert greeting is not None and greeting.content.startswith("您好，王磊！")
+        greeting, offer = demo.personas["courier"].user.history[-2:]
+        assert greeting.content.startswith("您好，王磊！") and "寒" in offer.content
         assert demo.group is not None and demo.group.title == "武进爱心驿站 · 工作群"
     finally:
         await demo.stop()

@@ -647,7 +647,7 @@
     weather.title = state.meta.weather.available ? "Fake a −25 °C night for every area" : state.meta.weather.reason;
     document.getElementById("weather-note").textContent = state.meta.weather.available
       ? ""
-      : "not available yet · 暂不可用";
+      : "not available · 暂不可用";
     weather.addEventListener("click", async () => {
       try {
         await api("/api/weather", {});
