@@ -38,10 +38,11 @@ from scipy.spatial import cKDTree
 from sqlmodel.ext.asyncio.session import AsyncSession
 from telegram.ext import Application, ContextTypes
 
-from bot.config import Settings, WeatherSettings
+from bot.config import Settings
 from bot.forecast import ForecastProvider, ForecastUnavailable, provider_from_settings
 from bot.i18n import Translator, translator
 from bot.services import Services
+from bot.weather_areas import configured_areas
 from handlers.broadcast import (
     AlertParts,
     WarmStation,
@@ -61,7 +62,7 @@ from models.base import utcnow
 from models.hours import OpenState, open_state
 from models.outbox import NewMessage
 from models.stations import AMENITY_BIT, Station, StationStatus
-from models.weather import Area, Broadcast, BroadcastStatus, ColdEvent, DeliveryCounts, Kind, Recipient, Trigger
+from models.weather import Area, Broadcast, BroadcastStatus, ColdEvent, DeliveryCounts, Kind, Recipient
 
 log = logging.getLogger("waystation.weather")
 
@@ -73,46 +74,6 @@ CHUNK = 250  # recipients per transaction
 COMPOSE_SLICE = 16  # recipients composed between two turns of the event loop (a few milliseconds of CPU)
 STARTUP_DELAY = 30.0  # the first forecast check after a start, at the earliest (a crash loop must not hammer it)
 OUTBOX_SECONDS = 2.0  # how much sending a fan-out keeps queued in the outbox
-
-
-# --- configuration → domain ---------------------------------------------------------------------------------------
-
-_areas_cache: dict[int, tuple[WeatherSettings, dict[str, Area]]] = {}
-
-
-def configured_areas(settings: Settings) -> dict[str, Area]:
-    """The configured areas as domain objects, by key (built once per settings object)."""
-    cached = _areas_cache.get(id(settings.weather))
-    if cached is not None and cached[0] is settings.weather:
-        return cached[1]
-    areas: dict[str, Area] = {}
-    for conf in settings.weather.areas:
-        trigger_conf = conf.trigger or settings.weather.trigger
-        trigger = Trigger(
-            min_temperature_c=trigger_conf.min_temperature_c,
-            apparent_temperature_c=trigger_conf.apparent_temperature_c,
-            snowfall_cm=trigger_conf.snowfall_cm,
-            min_hours=trigger_conf.min_hours,
-            hysteresis_c=trigger_conf.hysteresis_c,
-            clear_hours=trigger_conf.clear_hours,
-        )
-        polygon = tuple((float(lat), float(lon)) for lat, lon in conf.polygon)
-        if conf.lat is not None and conf.lon is not None:
-            lat, lon = conf.lat, conf.lon
-        else:
-            lat, lon = weather.polygon_centre(polygon)
-        areas[conf.key] = Area(
-            key=conf.key,
-            name=conf.name,
-            lat=lat,
-            lon=lon,
-            timezone=conf.timezone or settings.timezone,
-            trigger=trigger,
-            names=dict(conf.names),
-            polygon=polygon,
-        )
-    _areas_cache[id(settings.weather)] = (settings.weather, areas)
-    return areas
 
 
 def broadcast_rate(settings: Settings) -> float:

@@ -33,7 +33,7 @@ from telegram.ext import CallbackQueryHandler, CommandHandler, ConversationHandl
 
 from bot.i18n import N_, Translator
 from bot.services import Services
-from handlers.common import Context, Handlers, esc, services, tr
+from handlers.common import Context, Handlers, esc, services, step_tracker, tr, weather_areas
 from handlers.menu import any_menu_button, main_menu
 from handlers.station_views import distance_text, open_text, station_name
 from models import staff as staff_model
@@ -471,12 +471,6 @@ async def cancel_note(update: Update, context: Context) -> int:
 # --- handlers: /broadcast ----------------------------------------------------------------------------------------
 
 
-def _areas(context: Context) -> dict[str, Area]:
-    from bot import weather_jobs
-
-    return weather_jobs.configured_areas(services(context).settings)
-
-
 def _draft(context: Context) -> dict[str, Any]:
     assert context.user_data is not None
     draft = context.user_data.get(DRAFT)
@@ -542,7 +536,7 @@ async def on_text(update: Update, context: Context) -> int:
         )
         return FORM_TEXT
     draft["text"] = text
-    if draft.get("reviewing") or not _areas(context):
+    if draft.get("reviewing") or not weather_areas(context):
         return await _preview(update, context)
     return await _ask_areas(update, context)
 
@@ -565,7 +559,7 @@ async def _ask_areas(update: Update, context: Context) -> int:
         update,
         context,
         t.gettext("Who should get it? Tap the areas (none chosen: all areas), then <b>Next</b>."),
-        _areas_keyboard(t, _draft(context), _areas(context)),
+        _areas_keyboard(t, _draft(context), weather_areas(context)),
     )
     return FORM_AREAS
 
@@ -574,7 +568,7 @@ async def _preview(update: Update, context: Context) -> int:
     t = tr(update, context)
     draft = _draft(context)
     draft["reviewing"] = True
-    areas = _areas(context)
+    areas = weather_areas(context)
     probe = Broadcast(kind=Kind.MANUAL.value, area_keys=list(draft["areas"]), urgent=bool(draft["urgent"]))
     async with services(context).db.session() as session:
         audience = await weather.count_audience(session, probe)
@@ -620,7 +614,7 @@ async def on_form_button(update: Update, context: Context) -> int:
     if action == "send":
         return await _send(update, context, arg)
     if state == FORM_AREAS and action in ("area", "all"):
-        areas = _areas(context)
+        areas = weather_areas(context)
         chosen: list[str] = list(draft.get("areas") or [])
         if action == "all":
             chosen = []
@@ -653,7 +647,7 @@ async def on_form_button(update: Update, context: Context) -> int:
         await query.answer()
         await _strip(query)
         return await _ask_text(update, context)
-    if state == FORM_PREVIEW and action == "edit_areas" and _areas(context):
+    if state == FORM_PREVIEW and action == "edit_areas" and weather_areas(context):
         await query.answer()
         await _strip(query)
         return await _ask_areas(update, context)
@@ -753,24 +747,15 @@ async def late_button(update: Update, context: Context) -> None:
     query = update.callback_query
     assert query is not None
     t = tr(update, context)
-    if (query.data or "").startswith(f"{FORM_PREFIX}|send|"):
+    if await _coordinator(context, query.from_user.id) is None:  # forged or stale: say who may, not what happened
+        await query.answer(t.gettext(NOT_COORDINATOR), show_alert=True)
+    elif (query.data or "").startswith(f"{FORM_PREFIX}|send|"):
         await query.answer(t.gettext("This announcement was already sent."), show_alert=True)
     else:
         await query.answer(t.gettext(NOT_VALID), show_alert=True)
 
 
-def _track(state: int, callback: Any) -> Any:
-    """Remember the current step (PTB does not pass it to callbacks) for Back and re-prompts."""
-
-    async def wrapped(update: Update, context: Context) -> int:
-        assert context.user_data is not None
-        context.user_data["_broadcast_state"] = state
-        result: int = await callback(update, context)
-        if result in (FORM_TEXT, FORM_AREAS, FORM_PREVIEW):
-            context.user_data["_broadcast_state"] = result
-        return result
-
-    return wrapped
+_track = step_tracker("_broadcast_state", (FORM_TEXT, FORM_AREAS, FORM_PREVIEW))
 
 
 def handlers() -> Handlers:

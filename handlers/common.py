@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+from collections.abc import Callable, Collection, Coroutine
 from typing import Any, cast
 
 from telegram import Update
@@ -10,7 +11,9 @@ from telegram.ext import BaseHandler, ContextTypes
 
 from bot.i18n import Translator, translator
 from bot.services import Services
+from bot.weather_areas import configured_areas
 from models import users
+from models.weather import Area
 
 Context = ContextTypes.DEFAULT_TYPE
 Handlers = list[BaseHandler[Any, Any, Any]]
@@ -18,6 +21,33 @@ Handlers = list[BaseHandler[Any, Any, Any]]
 
 def services(context: Context) -> Services:
     return cast(Services, context.bot_data["services"])
+
+
+def weather_areas(context: Context) -> dict[str, Area]:
+    """The configured cold-weather areas, by key."""
+    return configured_areas(services(context).settings)
+
+
+Step = Callable[[Update, Context], Coroutine[Any, Any, int | None]]
+
+
+def step_tracker(key: str, steps: Collection[int]) -> Callable[[int | None, Step], Step]:
+    """Wraps a conversation's callbacks so the current step is kept in ``user_data[key]`` (PTB does not pass the state
+    to callbacks; Back and re-prompts need it): set to the step a callback belongs to, then to the step it returns."""
+
+    def track(state: int | None, callback: Step) -> Step:
+        async def wrapped(update: Update, context: Context) -> int | None:
+            assert context.user_data is not None
+            if state is not None:  # None: a callback shared by several steps keeps the one recorded
+                context.user_data[key] = state
+            result = await callback(update, context)
+            if result in steps:
+                context.user_data[key] = result
+            return result
+
+        return wrapped
+
+    return track
 
 
 def esc(value: Any) -> str:
@@ -45,3 +75,16 @@ async def remember_user(update: object, context: Context) -> None:
     async with svc.db.session() as session:
         stored = await users.touch(session, user.id, svc.language_for_client(user.language_code))
     svc.remember_language(user.id, stored.language)
+
+
+MAX_ID = 2**31 - 1  # ids are 32-bit integers on PostgreSQL; SQLite rejects anything above 64 bits
+
+
+def parse_id(raw: str | None) -> int | None:
+    """A database id from callback data or a deep link: ASCII digits in range, else None (stale or forged input).
+
+    ``str.isdigit`` alone lets through "²" (int() fails) and 30-digit numbers (the database driver fails)."""
+    if raw is None or not (raw.isascii() and raw.isdigit()) or len(raw) > 10:
+        return None
+    value = int(raw)
+    return value if 0 < value <= MAX_ID else None

@@ -33,7 +33,7 @@ from telegram.ext import CallbackQueryHandler, CommandHandler, ConversationHandl
 from bot.i18n import N_, Translator, all_translators
 from handlers import case_alerts
 from handlers.case_views import when
-from handlers.common import Context, Handlers, esc, services, tr
+from handlers.common import Context, Handlers, esc, services, step_tracker, tr
 from handlers.menu import REPORT, any_menu_button, main_menu, menu_button
 from handlers.report_staff import SEEN_LABELS, seen_text
 from handlers.request_form import BACK, CANCEL, SKIP, emergency_text
@@ -719,19 +719,7 @@ async def cancel(update: Update, context: Context) -> int:
     return ConversationHandler.END
 
 
-def _track(state: int | None, callback: Any) -> Any:
-    """Wrap a state's callbacks so the current state is known to Back and the re-prompts (PTB does not pass it)."""
-
-    async def wrapped(update: Update, context: Context) -> int:
-        assert context.user_data is not None
-        if state is not None:
-            context.user_data[STATE] = state
-        result: int = await callback(update, context)
-        if result in ORDER:
-            context.user_data[STATE] = result
-        return result
-
-    return wrapped
+_track = step_tracker(STATE, ORDER)
 
 
 def handlers() -> Handlers:

@@ -28,7 +28,7 @@ from telegram.ext import CallbackQueryHandler, CommandHandler, ConversationHandl
 from bot.i18n import N_, Translator, all_translators
 from handlers import case_alerts, teams
 from handlers.case_views import HELP_KIND_LABELS, kinds_text
-from handlers.common import Context, Handlers, esc, services, tr
+from handlers.common import Context, Handlers, esc, services, step_tracker, tr
 from handlers.menu import ASK_HELP, any_menu_button, main_menu, menu_button
 from models import cases
 from models.base import utcnow
@@ -620,18 +620,7 @@ async def cancel(update: Update, context: Context) -> int:
     return ConversationHandler.END
 
 
-def _track(state: int, callback: Any) -> Any:
-    """Wrap a state's callbacks so the current state is known to Back/reprompt (PTB does not pass it)."""
-
-    async def wrapped(update: Update, context: Context) -> int:
-        assert context.user_data is not None
-        context.user_data["_request_state"] = state
-        result: int = await callback(update, context)
-        if result in ORDER:
-            context.user_data["_request_state"] = result
-        return result
-
-    return wrapped
+_track = step_tracker("_request_state", ORDER)
 
 
 def handlers() -> Handlers:

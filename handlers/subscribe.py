@@ -30,7 +30,7 @@ from telegram.ext import CallbackQueryHandler, CommandHandler, ConversationHandl
 
 from bot.i18n import N_, Translator, all_translators
 from handlers import find
-from handlers.common import Context, Handlers, esc, services, tr
+from handlers.common import Context, Handlers, esc, services, step_tracker, tr, weather_areas
 from handlers.menu import COLD_ALERTS, any_menu_button, main_menu, menu_button
 from handlers.station_views import ListView
 from models import weather
@@ -55,12 +55,6 @@ _RANGE = re.compile(r"^\s*(\d{1,2}[:.：]\d{2})\s*[-–—~至到]\s*(\d{1,2}[:.
 
 def _labels(msgid: str) -> set[str]:
     return {t.gettext(msgid) for t in all_translators()}
-
-
-def _areas(context: Context) -> dict[str, Area]:
-    from bot import weather_jobs
-
-    return weather_jobs.configured_areas(services(context).settings)
 
 
 def _draft(context: Context) -> dict[str, Any]:
@@ -140,7 +134,7 @@ async def _strip(query: Any) -> None:
 async def prompt(update: Update, context: Context, state: int) -> int:
     t = tr(update, context)
     draft = _draft(context)
-    areas = _areas(context)
+    areas = weather_areas(context)
     _ = t.gettext
     if state == PLACE:
         keyboard = ReplyKeyboardMarkup(
@@ -222,7 +216,7 @@ async def start(update: Update, context: Context) -> int:
     t = tr(update, context)
     if update.callback_query is not None:
         await update.callback_query.answer()
-    if not _areas(context):
+    if not weather_areas(context):
         await _say(update, context, t.gettext("Cold-weather alerts are not set up here yet."), main_menu(t))
         return ConversationHandler.END
     async with services(context).db.session() as session:
@@ -240,7 +234,7 @@ async def on_place(update: Update, context: Context) -> int:
     assert message is not None
     t = tr(update, context)
     draft = _draft(context)
-    areas = _areas(context)
+    areas = weather_areas(context)
     if message.location is not None:
         radius = services(context).settings.weather.area_radius_km * 1000
         area = weather.locate(areas.values(), message.location.latitude, message.location.longitude, radius)
@@ -291,7 +285,7 @@ async def _after(update: Update, context: Context, step: int) -> int:
             context,
             t.gettext("✅ <b>You are subscribed to cold-weather alerts.</b>")
             + "\n"
-            + summary_text(t, draft, _areas(context))
+            + summary_text(t, draft, weather_areas(context))
             + "\n\n"
             + t.gettext("Change it with /subscribe; stop with /unsubscribe."),
             main_menu(t),
@@ -341,7 +335,7 @@ async def on_button(update: Update, context: Context) -> int:
         await _strip(query)
         return await _back(update, context, state)
     if action == "area" and state == PLACE:
-        areas = _areas(context)
+        areas = weather_areas(context)
         if arg not in areas:
             await query.answer(t.gettext("This button is no longer valid."), show_alert=True)
             return PLACE
@@ -503,8 +497,8 @@ async def nearest_warm(update: Update, context: Context) -> None:
     place: tuple[float, float] | None = None
     if subscription is not None and subscription.lat is not None and subscription.lon is not None:
         place = (subscription.lat, subscription.lon)
-    elif subscription is not None and subscription.area_key in _areas(context):
-        area = _areas(context)[subscription.area_key or ""]
+    elif subscription is not None and subscription.area_key in weather_areas(context):
+        area = weather_areas(context)[subscription.area_key or ""]
         place = (area.lat, area.lon)
     await query.answer()
     if place is None:
@@ -521,7 +515,7 @@ async def nearest_warm(update: Update, context: Context) -> None:
 async def offer_subscribe_once(update: Update, context: Context) -> None:
     """For /start: offer cold-weather alerts to a newcomer, once (call it after the greeting)."""
     user = update.effective_user
-    if user is None or context.user_data is None or context.user_data.get(OFFERED) or not _areas(context):
+    if user is None or context.user_data is None or context.user_data.get(OFFERED) or not weather_areas(context):
         return
     context.user_data[OFFERED] = True
     async with services(context).db.session() as session:
@@ -538,18 +532,7 @@ async def offer_subscribe_once(update: Update, context: Context) -> None:
     )
 
 
-def _track(state: int, callback: Any) -> Any:
-    """Remember the current step (PTB does not pass it to callbacks) for Back and re-prompts."""
-
-    async def wrapped(update: Update, context: Context) -> int:
-        assert context.user_data is not None
-        context.user_data["_subscribe_state"] = state
-        result: int = await callback(update, context)
-        if result in STEPS:
-            context.user_data["_subscribe_state"] = result
-        return result
-
-    return wrapped
+_track = step_tracker("_subscribe_state", STEPS)
 
 
 def handlers() -> Handlers:

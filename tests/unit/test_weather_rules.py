@@ -9,7 +9,8 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from bot.config import ConfigError, load_settings
-from bot.weather_jobs import configured_areas, outbox_window
+from bot.weather_areas import configured_areas
+from bot.weather_jobs import outbox_window
 from models.weather import (
     Area,
     Hour,
