@@ -5,6 +5,7 @@ Read top to bottom: services, the application builder chain, then the handlers b
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import warnings
 from collections.abc import Callable
@@ -15,6 +16,7 @@ from telegram.constants import ParseMode
 from telegram.ext import Application, ApplicationBuilder, Defaults, TypeHandler
 from telegram.warnings import PTBUserWarning
 
+from bot import replay
 from bot.config import Settings
 from bot.database import Database
 from bot.i18n import all_translators, translator
@@ -29,6 +31,7 @@ from handlers import (
     errors,
     find,
     language,
+    patrol,
     queue,
     report_form,
     report_staff,
@@ -36,6 +39,7 @@ from handlers import (
     start,
     station_feedback,
     station_staff,
+    stats,
     status,
     subscribe,
     teams,
@@ -51,6 +55,36 @@ log = logging.getLogger("waystation")
 warnings.filterwarnings("ignore", message=".*per_message=False.*", category=PTBUserWarning)
 
 
+class AcknowledgingQueue(asyncio.Queue[object]):
+    """The Application's update queue, whose put() returns only once the update has been handled and recorded.
+
+    PTB's Updater confirms a batch to Telegram (the next getUpdates offset) as soon as it has put it in the queue, so
+    a crash (SIGKILL, power loss) lost every update still waiting or being handled: Telegram had been told it was
+    delivered. Putting an update now waits for it to be handled, so the offset confirms handled updates only and
+    Telegram redelivers the rest after a restart (a webhook likewise answers 200 only once its update is handled)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._waiting: dict[int, asyncio.Future[None]] = {}
+
+    async def put(self, item: object) -> None:
+        if not isinstance(item, Update):  # PTB's stop signal and the like
+            await super().put(item)
+            return
+        handled = asyncio.get_running_loop().create_future()
+        self._waiting[id(item)] = handled
+        try:
+            await super().put(item)
+            await handled
+        finally:
+            self._waiting.pop(id(item), None)
+
+    def handled(self, item: object) -> None:
+        waiting = self._waiting.get(id(item))
+        if waiting is not None and not waiting.done():
+            waiting.set_result(None)
+
+
 class WaystationApplication(Application):
     """PTB's Application, plus: each update is acted on once, and persisted as soon as it is handled."""
 
@@ -59,19 +93,45 @@ class WaystationApplication(Application):
         return self.bot_data["services"]
 
     async def process_update(self, update: object) -> None:
+        try:
+            await self._process_once(update)
+        finally:
+            if isinstance(self.update_queue, AcknowledgingQueue):
+                self.update_queue.handled(update)
+
+    async def _process_once(self, update: object) -> None:
         update_id = update.update_id if isinstance(update, Update) else None
+        journal = None
         if update_id is not None:
             async with self.services.db.session() as session:
                 if await conversation_store.was_processed(session, update_id):
                     log.info("update %s was already handled; skipping the redelivery", update_id)
                     return
-        await super().process_update(update)
-        if self.persistence is not None:
-            # PTB would write on a timer; writing now means a crash right after this loses no step.
+            # Handled again after a crash cut it short: its replies are not sent twice (bot/replay.py).
+            journal = await replay.begin(self.services.db, update_id)
+        try:
+            await super().process_update(update)
+        finally:
+            replay.end()
+        persistence = self.persistence
+        if update_id is None or not isinstance(persistence, DatabasePersistence):
+            if persistence is not None:
+                await self.update_persistence()
+            return
+        # PTB would write on a timer; writing now means a crash right after this loses no step. The step is saved in
+        # the transaction that marks the update processed: a crash in between would otherwise leave the step saved
+        # and the update handled again on top of it (a ticked option unticked by its own redelivery).
+        async with persistence.collected() as writes:
             await self.update_persistence()
-        if update_id is not None:
+        try:
             async with self.services.db.session() as session:
-                await conversation_store.mark_processed(session, update_id)
+                for write in writes:
+                    await write(session)
+                drop = replay.KIND if journal is not None and journal.written else None
+                await conversation_store.mark_processed(session, update_id, drop_blob=drop)
+        except BaseException:
+            persistence.forget_written()
+            raise
 
 
 async def post_init(application: Application) -> None:
@@ -95,6 +155,7 @@ def build_application(
     builder = (
         ApplicationBuilder()
         .application_class(WaystationApplication)
+        .update_queue(AcknowledgingQueue())  # Telegram is told an update arrived only once it is handled
         .token(token)
         .base_url(settings.telegram.api_base_url)
         .base_file_url(settings.telegram.api_base_file_url)
@@ -138,6 +199,8 @@ def build_application(
     application.add_handlers(station_feedback.handlers())
     application.add_handlers(station_staff.handlers())
     application.add_handlers(case_staff.handlers())  # before /cancel: its steps have their own /cancel
+    application.add_handlers(stats.handlers())
+    application.add_handlers(patrol.handlers())
     application.add_handlers(teams.handlers())
     application.add_handlers(queue.handlers())
     application.add_handlers(start.handlers())
@@ -147,6 +210,7 @@ def build_application(
     if configure is not None:
         configure(application)
     application.add_handler(start.fallback_handler())
+    application.add_handler(start.unknown_button_handler())
 
     application.add_error_handler(errors.on_error)
     return application

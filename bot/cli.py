@@ -14,7 +14,7 @@ from typing import TypeVar
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from bot import cli_teams, logs
+from bot import cli_privacy, cli_stats, cli_teams, logs
 from bot.config import ConfigError, Settings, load_settings
 from bot.database import Database
 
@@ -198,6 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     exp.set_defaults(handler=_stations_export)
 
     cli_teams.add_parser(commands)
+    cli_stats.add_parser(commands)
+    cli_privacy.add_parser(commands)
 
     staff = commands.add_parser("staff", help="staff members and their roles")
     staff_commands = staff.add_subparsers(dest="staff_command", required=True, metavar="ACTION")

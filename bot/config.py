@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import tomllib
 import zoneinfo
+from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
@@ -67,6 +69,13 @@ class TelegramSettings(_Section):
     # Telegram's limits for free messages; the outbox and rate limiter respect them.
     overall_max_rate: float = Field(25.0, gt=0)
     group_max_per_minute: int = Field(20, gt=0)
+
+    @model_validator(mode="after")
+    def _webhook_secret(self) -> TelegramSettings:
+        # Without the secret anyone who finds the URL could post forged updates (fake users, fake staff taps).
+        if self.mode == "webhook" and self.webhook.secret_token is None:
+            raise ValueError("webhook.secret_token in webhook mode (requests without it are refused)")
+        return self
 
 
 class DatabaseSettings(_Section):
@@ -185,6 +194,66 @@ class TeamsSettings(_Section):
     # Local time of the daily check that tells coordinators about a team with nobody on call, or members the bot
     # cannot write to.
     daily_check_at: str = Field("08:00", pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
+
+
+def _month_day_or_date(value: str) -> str:
+    """ "11-15" (every year) or "2026-11-15" (that date only): checked to be a real day."""
+    parts = value.split("-")
+    try:
+        if len(parts) == 2 and all(len(p) == 2 for p in parts):
+            date(2000, int(parts[0]), int(parts[1]))  # a leap year, so "02-29" is accepted
+        elif len(parts) == 3:
+            date.fromisoformat(value)
+        else:
+            raise ValueError
+    except ValueError:
+        raise ValueError('a month-day such as "11-15" or a date such as "2026-11-15"') from None
+    return value
+
+
+class SeasonSettings(_Section):
+    # "This season" in /stats and `waystation stats --period season`: from start to end, both included.
+    # Month-day ("11-15") repeats every year (the season that started last); a full date ("2026-11-15") is fixed.
+    start: str = "11-15"
+    end: str = "03-15"
+    # Items handed out, counted on resolve and on patrols (stable keys: lower-case letters and "_").
+    item_kinds: list[str] = Field(
+        default_factory=lambda: ["blanket", "coat", "gloves", "food_box", "hot_drink", "hygiene_kit"],
+        min_length=1,
+        max_length=12,
+    )
+    # ISO 4217 code of the money paid as emergency aid (shown in the user's language: ¥200, CN¥200 …).
+    currency: str = Field("CNY", pattern=r"^[A-Z]{3}$")
+
+    @field_validator("start", "end")
+    @classmethod
+    def _day(cls, value: str) -> str:
+        return _month_day_or_date(value)
+
+    @field_validator("item_kinds")
+    @classmethod
+    def _item_keys(cls, value: list[str]) -> list[str]:
+        if any(re.fullmatch(r"[a-z_]{1,20}", key) is None for key in value):
+            raise ValueError('keys of 1-20 lower-case letters or "_"')
+        if len(set(value)) != len(value):
+            raise ValueError("distinct item kinds")
+        return value
+
+    @model_validator(mode="after")
+    def _same_shape(self) -> SeasonSettings:
+        if (len(self.start) == 5) != (len(self.end) == 5):
+            raise ValueError("start and end both as month-day, or both as full dates")
+        if len(self.start) == 10 and self.end < self.start:
+            raise ValueError("an end date on or after the start date")
+        return self
+
+
+class PrivacySettings(_Section):
+    # Personal data of closed cases (resolved or cancelled) is anonymised this many days after they closed; forms
+    # left unfinished and people not seen for this long are deleted too (see models/privacy.py).
+    retention_days: int = Field(90, ge=1, le=3650)
+    # Local time of the daily retention run.
+    purge_at: str = Field("03:30", pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
 
 
 class LoggingSettings(_Section):
@@ -306,6 +375,8 @@ class Settings(BaseSettings):
     teams: TeamsSettings = TeamsSettings()
     escalation: EscalationSettings = EscalationSettings()
     weather: WeatherSettings = WeatherSettings()
+    season: SeasonSettings = SeasonSettings()
+    privacy: PrivacySettings = PrivacySettings()
     logging: LoggingSettings = LoggingSettings()
 
     @field_validator("timezone")

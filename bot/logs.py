@@ -36,6 +36,9 @@ def configure(level: str = "INFO", secrets: list[str] | None = None) -> None:
     for noisy in ("telegram", "httpcore", "aiosqlite", "asyncio"):
         logging.getLogger(noisy).setLevel(max(logging.INFO, logging.getLevelName(level)))
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    # geopy logs the address a person typed: in each request URL (DEBUG) and in the arguments of a retried call
+    # (WARNING). bot/geocoding.py logs its failures without the address.
+    logging.getLogger("geopy").setLevel(logging.ERROR)
     redact = RedactSecrets(secrets or [])
     for handler in logging.getLogger().handlers:
         handler.addFilter(redact)

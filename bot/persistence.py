@@ -6,10 +6,13 @@ Conversation states and user/chat data are JSON. The application flushes after e
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+from sqlmodel.ext.asyncio.session import AsyncSession
 from telegram.ext import BasePersistence, PersistenceInput
 from telegram.ext._utils.types import CDCData, ConversationDict, ConversationKey
 
@@ -17,6 +20,7 @@ from bot.database import Database
 from models import conversation_store as store
 
 USER, CHAT = "user", "chat"
+Write = Callable[[AsyncSession], Awaitable[None]]
 
 
 def _fingerprint(data: Any) -> str:
@@ -35,6 +39,7 @@ class DatabasePersistence(BasePersistence[dict[str, Any], dict[str, Any], dict[s
         self.database = database
         # What was last written, to skip writes of unchanged data (most updates change nothing).
         self._written: dict[tuple[str, int], str] = {}
+        self._collecting: list[Write] | None = None  # see collected()
 
     async def get_user_data(self) -> dict[int, dict[str, Any]]:
         return await self._load(USER)
@@ -60,9 +65,32 @@ class DatabasePersistence(BasePersistence[dict[str, Any], dict[str, Any], dict[s
             loaded = await store.load_conversations(session, name)
         return dict(loaded.items())
 
-    async def update_conversation(self, name: str, key: ConversationKey, new_state: object | None) -> None:
+    @contextlib.asynccontextmanager
+    async def collected(self) -> AsyncIterator[list[Write]]:
+        """Within this block, writes are collected instead of committed: the caller runs them in its own
+        transaction (the application commits them with the update's processed mark, so a crash leaves either both
+        or neither — never a saved step whose update is then handled again)."""
+        writes: list[Write] = []
+        self._collecting = writes
+        try:
+            yield writes
+        finally:
+            self._collecting = None
+
+    def forget_written(self) -> None:
+        """Collected writes were not committed: write everything again next time."""
+        self._written.clear()
+
+    async def _write(self, write: Write) -> None:
+        if self._collecting is not None:
+            self._collecting.append(write)
+            return
         async with self.database.session() as session:
-            await store.save_conversation(session, name, tuple(key), new_state)
+            await write(session)
+            await session.commit()
+
+    async def update_conversation(self, name: str, key: ConversationKey, new_state: object | None) -> None:
+        await self._write(lambda s: store.save_conversation(s, name, tuple(key), new_state, commit=False))
 
     async def update_user_data(self, user_id: int, data: dict[str, Any]) -> None:
         await self._save(USER, user_id, data)
@@ -74,8 +102,8 @@ class DatabasePersistence(BasePersistence[dict[str, Any], dict[str, Any], dict[s
         fingerprint = _fingerprint(data)
         if self._written.get((kind, owner_id), _fingerprint({})) == fingerprint:
             return
-        async with self.database.session() as session:
-            await store.save_blob(session, kind, owner_id, copy.deepcopy(data))
+        snapshot = copy.deepcopy(data)
+        await self._write(lambda s: store.save_blob(s, kind, owner_id, snapshot, commit=False))
         self._written[(kind, owner_id)] = fingerprint
 
     async def update_bot_data(self, data: dict[str, Any]) -> None:
@@ -91,8 +119,7 @@ class DatabasePersistence(BasePersistence[dict[str, Any], dict[str, Any], dict[s
         await self._drop(CHAT, chat_id)
 
     async def _drop(self, kind: str, owner_id: int) -> None:
-        async with self.database.session() as session:
-            await store.save_blob(session, kind, owner_id, None)
+        await self._write(lambda s: store.save_blob(s, kind, owner_id, None, commit=False))
         self._written.pop((kind, owner_id), None)
 
     async def refresh_user_data(self, user_id: int, user_data: dict[str, Any]) -> None:

@@ -12,13 +12,17 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from aiolimiter import AsyncLimiter
-from telegram.error import RetryAfter
+from telegram.error import BadRequest, NetworkError, RetryAfter, TimedOut
 from telegram.ext import BaseRateLimiter
 
+from bot import replay
 from bot.config import Settings
 from bot.outbox import retry_after_seconds
 
 log = logging.getLogger("waystation.rate_limit")
+
+# Waits before retrying a call that met a server error (5xx) or a dropped connection: three retries in 2.3 s.
+TRANSIENT_BACKOFF = (0.3, 0.7, 1.3)
 
 
 def _even(rate: float) -> AsyncLimiter:
@@ -43,6 +47,8 @@ class RateLimiter(BaseRateLimiter[int]):
     * Paid broadcasts (``allow_paid_broadcast``): `paid_max_rate` per second, beside the free limit.
     * A 429 (RetryAfter) pauses every request for its ``retry_after`` and is retried up to `max_retries` times; after
       that the caller (the outbox worker) sees it and reschedules the item.
+    * A 5xx or a dropped connection is retried after 0.3, 0.7 and 1.3 s (TRANSIENT_BACKOFF), then raised. A timeout
+      is not retried: Telegram may have acted on the call.
     """
 
     def __init__(
@@ -93,7 +99,24 @@ class RateLimiter(BaseRateLimiter[int]):
         paid = bool(data.get("allow_paid_broadcast"))
         retries = rate_limit_args if rate_limit_args is not None else self._max_retries
         limiter = (self._paid if paid else self._overall) if chat is not None else None
-        for attempt in range(retries + 1):
+        # Within an update handled again after a crash, a call made before the crash is replayed (bot/replay.py).
+        return await replay.call(
+            endpoint,
+            lambda: self._limited(callback, args, kwargs, endpoint, group, limiter, retries),
+        )
+
+    async def _limited(
+        self,
+        callback: Callable[..., Coroutine[Any, Any, bool | dict[str, Any] | list[dict[str, Any]]]],
+        args: Any,
+        kwargs: dict[str, Any],
+        endpoint: str,
+        group: int | str | None,
+        limiter: AsyncLimiter | None,
+        retries: int,
+    ) -> bool | dict[str, Any] | list[dict[str, Any]]:
+        floods = failures = 0
+        while True:
             try:
                 if group is not None and self._group_max:
                     await self._group(group).acquire()
@@ -102,8 +125,9 @@ class RateLimiter(BaseRateLimiter[int]):
                 await self._unpaused.wait()
                 return await callback(*args, **kwargs)
             except RetryAfter as exc:
-                if attempt >= retries:
+                if floods >= retries:
                     raise
+                floods += 1
                 wait = retry_after_seconds(exc) + 0.1
                 log.info("flood control (%s): every request waits %.1f s", endpoint, wait)
                 self._unpaused.clear()
@@ -111,7 +135,18 @@ class RateLimiter(BaseRateLimiter[int]):
                     await asyncio.sleep(wait)
                 finally:
                     self._unpaused.set()
-        raise AssertionError("unreachable")
+            except (BadRequest, TimedOut):
+                raise  # a refusal, or an answer that may still come: retrying would not help, or would duplicate
+            except NetworkError:
+                # A 5xx or a dropped connection: Telegram did not act on it (as far as it tells). Without this, a
+                # direct reply or a callback answer hit by one would fail its handler (the person sees an apology
+                # and the step is not done), and a getMe hit at start-up would stop the bot from starting.
+                if failures >= len(TRANSIENT_BACKOFF):
+                    raise
+                wait = TRANSIENT_BACKOFF[failures]
+                failures += 1
+                log.info("server error or dropped connection (%s): retrying in %.1f s", endpoint, wait)
+                await asyncio.sleep(wait)
 
 
 def rate_limiter(settings: Settings) -> RateLimiter:

@@ -15,7 +15,6 @@ coordinator's chat becomes the delivery report. Sending itself is bot/weather_jo
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import re
 import uuid
@@ -33,7 +32,17 @@ from telegram.ext import CallbackQueryHandler, CommandHandler, ConversationHandl
 
 from bot.i18n import N_, Translator
 from bot.services import Services
-from handlers.common import Context, Handlers, esc, services, step_tracker, tr, weather_areas
+from handlers.common import (
+    Context,
+    Handlers,
+    esc,
+    replace_buttons,
+    services,
+    step_tracker,
+    strip_buttons,
+    tr,
+    weather_areas,
+)
 from handlers.menu import any_menu_button, main_menu
 from handlers.station_views import distance_text, open_text, station_name
 from models import staff as staff_model
@@ -625,8 +634,7 @@ async def on_form_button(update: Update, context: Context) -> int:
             return FORM_AREAS
         draft["areas"] = [k for k in areas if k in chosen]
         await query.answer()
-        with contextlib.suppress(BadRequest):
-            await query.edit_message_reply_markup(_areas_keyboard(t, draft, areas))
+        await replace_buttons(query, _areas_keyboard(t, draft, areas))
         return FORM_AREAS
     if state == FORM_AREAS and action == "next":
         await query.answer()
@@ -705,8 +713,7 @@ async def _send(update: Update, context: Context, short_id: str) -> int:
 
 async def _strip(query: Any) -> None:
     """Remove the buttons of an answered step, so an old button can't be tapped again by mistake."""
-    with contextlib.suppress(BadRequest):
-        await query.edit_message_reply_markup(None)
+    await strip_buttons(query)
 
 
 async def _drop(update: Update, context: Context) -> int:

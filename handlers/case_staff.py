@@ -27,13 +27,14 @@ from telegram.ext import CallbackQueryHandler, CommandHandler, ConversationHandl
 
 from bot.i18n import N_, Translator, translator
 from bot.services import Services
+from handlers.aid_views import counter_rows, given_label, given_rows, items_text
 from handlers.case_alerts import enqueue_cards, enqueue_notification
 from handlers.case_views import CASE_PREFIX, CLOSING_LABELS, kinds_text, status_text, urgency_line, when
-from handlers.common import Context, Handlers, esc, services, tr
+from handlers.common import Context, Handlers, esc, parse_id, replace_buttons, services, tr
 from handlers.menu import any_menu_button, main_menu
-from models import cases, outbox, users
+from models import aid, cases, outbox, users
 from models import staff as staff_model
-from models.cases import CLOSING_REASONS, Case, CaseEvent
+from models.cases import CLOSING_REASONS, HELP_GIVEN, Case, CaseEvent, CaseStatus
 from models.staff import Staff
 
 log = logging.getLogger("waystation.cases")
@@ -45,18 +46,22 @@ REASON_PREFIX = (
 
 # States of the staff conversation (private chat), and of the requester's answer.
 ASK_QUESTION, ASK_REFERRAL, PICK_REASON, ASK_AMOUNT, ASK_NOTE = range(5)
+ASK_GIVEN = 5  # what was given (kinds of help, items handed out): after a "help_*" closing reason
 AWAIT_ANSWER = 0
+GIVEN_PREFIX = "cg"  # the resolve step "what was given": cg|<case id>|k|<kind>, cg|<case id>|i|<item>, reset, done
 
 MAX_TEXT = 1000  # the model keeps notes, questions and answers up to this length
 MAX_AMOUNT = 1_000_000.0
 MAX_DESCRIPTION_IN_DETAILS = 1500  # with the notes and the rest, the details stay under 4096 characters
 MAX_LAST_NOTE_IN_DETAILS = 500
-PENDING = "case_staff"  # user_data: {"case": id, "action": "info" | "refer" | "resolve", "reason", "amount"}
+PENDING = "case_staff"  # user_data: {"case": id, "action": "info" | "refer" | "resolve", "reason", "given", "items",
+# "amount"}
 ANSWERING = "case_answer"  # user_data of a requester: the case id they are answering
 
 _CARD_DATA = re.compile(r"cs\|(claim|info|refer|resolve|details)\|([0-9]{1,10})")
 _REASON_DATA = re.compile(r"cr\|([0-9]{1,10})\|([a-z_]{1,20})")
 _ANSWER_DATA = re.compile(r"ca\|([0-9]{1,10})")
+_GIVEN_DATA = re.compile(r"cg\|([0-9]{1,10})\|(?:(k|i)\|([a-z_]{1,20})|(reset|done))")
 _AMOUNT = re.compile(r"[¥￥$]?\s*([0-9]{1,7}(?:[.,][0-9]{1,2})?)\s*(?:元|yuan|rmb|cny)?", re.IGNORECASE)
 _SKIP_WORDS = {"skip", "-", "—", "跳过"}
 
@@ -64,6 +69,7 @@ NOT_STAFF = N_("Sorry, only staff can act on cases.")
 NOT_VALID = N_("Sorry, this button is not valid any more.")
 CLOSED = N_("This case is already closed.")
 EXPIRED = N_("This step has expired. Tap the button on the case card again.")
+OTHER_TEAM = N_("This case belongs to another team: only that team or a coordinator can act on it.")
 
 
 # -- small helpers --------------------------------------------------------------------------------------------------
@@ -71,7 +77,8 @@ EXPIRED = N_("This step has expired. Tap the button on the case card again.")
 
 def _parse_card(data: str | None) -> tuple[str, int] | None:
     match = _CARD_DATA.fullmatch(data or "")
-    return (match.group(1), int(match.group(2))) if match else None
+    case_id = parse_id(match.group(2)) if match else None  # ten digits can still be beyond the id column's range
+    return (match.group(1), case_id) if match and case_id is not None else None
 
 
 def _short(text: str, limit: int = 60) -> str:
@@ -118,9 +125,32 @@ async def may_act(context: Context, user_id: int, case: Case | None) -> Staff | 
     return member if allowed else None
 
 
+async def _authorised(context: Context, user_id: int, case_id: int) -> tuple[Staff | None, str]:
+    """May this person act on this case *now* (role and team, re-read on every tap and typed step)? The staff member,
+    or None and what to tell them: not staff, or a case of another team."""
+    from models import teams
+
+    member = await _acting_staff(context, user_id)
+    if member is None:
+        return None, NOT_STAFF
+    svc = services(context)
+    async with svc.db.session() as session:
+        allowed = await teams.may_act_on(session, member, case_id, svc.settings.teams.default_team)
+    return (member, NOT_STAFF) if allowed else (None, OTHER_TEAM)
+
+
 async def _load_case(context: Context, case_id: int) -> Case | None:
     async with services(context).db.session() as session:
         return await cases.get(session, case_id)
+
+
+async def _resolved_by(svc: Services, case: Case, staff_id: int, reason: str) -> bool:
+    """The case was closed as resolved, for this reason, by this staff member (their own action, seen again)."""
+    if case.id is None or case.status != CaseStatus.RESOLVED or case.closing_reason != reason:
+        return False
+    async with svc.db.session() as session:
+        event = await _latest_event(session, case.id, "resolved")
+    return event is not None and event.actor_id == staff_id
 
 
 async def _latest_event(session: AsyncSession, case_id: int, action: str) -> CaseEvent | None:
@@ -226,6 +256,10 @@ async def on_card_button(update: Update, context: Context) -> None:
         await _refuse(update, context, NOT_VALID)
         return
     action, case_id = parsed
+    member, refusal = await _authorised(context, user.id, case_id)
+    if member is None:
+        await _refuse(update, context, refusal)
+        return
     if action == "claim":
         await claim(update, context, member, case_id)
     else:
@@ -367,6 +401,10 @@ async def start_step(update: Update, context: Context) -> int:
     if parsed is None or case is None or case.id is None:
         await _refuse(update, context, NOT_VALID)
         return ConversationHandler.END
+    member, refusal = await _authorised(context, user.id, case.id)
+    if member is None:
+        await _refuse(update, context, refusal)
+        return ConversationHandler.END
     if not case.is_open:
         await _refuse(update, context, CLOSED)
         return ConversationHandler.END
@@ -423,12 +461,14 @@ async def _typed(update: Update, context: Context) -> str | None:
 
 
 async def _still_staff(update: Update, context: Context) -> Staff | None:
-    """Re-check the role at a typed step; when it is gone, say so and drop the step."""
+    """Re-check the role and the team at a typed step; when either is gone, say so and drop the step."""
     assert update.effective_user is not None and update.effective_message is not None
-    member = await _acting_staff(context, update.effective_user.id)
+    pending = _pending(context, ("info", "refer", "resolve"))
+    case_id = int(pending["case"]) if pending is not None else 0
+    member, refusal = await _authorised(context, update.effective_user.id, case_id)
     if member is None:
         _clear_pending(context)
-        await update.effective_message.reply_text(tr(update, context).gettext(NOT_STAFF))
+        await update.effective_message.reply_text(tr(update, context).gettext(refusal))
     return member
 
 
@@ -533,9 +573,10 @@ async def on_reason(update: Update, context: Context) -> int | None:
     if reason not in CLOSING_REASONS:
         await query.answer(t.gettext("Please choose a closing reason with the buttons."))
         return None
-    if await _acting_staff(context, update.effective_user.id) is None:
+    member, refusal = await _authorised(context, update.effective_user.id, case_id)
+    if member is None:
         _clear_pending(context)
-        await _refuse(update, context, NOT_STAFF)
+        await _refuse(update, context, refusal)
         return ConversationHandler.END
     pending = _pending(context, "resolve")
     assert pending is not None
@@ -549,15 +590,93 @@ async def on_reason(update: Update, context: Context) -> int | None:
         )
     )
     assert update.effective_chat is not None
-    if reason == "help_money":
+    if reason in HELP_GIVEN:
+        pending["given"], pending["items"] = aid.clean_kinds(reason, ()), {}
         await context.bot.send_message(
             update.effective_chat.id,
-            t.gettext("How much was paid? Type the amount as a number (for example 200), or tap Skip."),
-            reply_markup=_skip_keyboard(t, case_id),
+            t.gettext(
+                "What was given for <b>{reference}</b>? Tick every kind of help and count the items handed out, "
+                "then tap ✅ Done."
+            ).format(reference=reference),
+            reply_markup=_given_keyboard(context, t, case_id, pending),
         )
-        return ASK_AMOUNT
+        return ASK_GIVEN
     await _ask_note(update, context, case_id)
     return ASK_NOTE
+
+
+def _given_keyboard(context: Context, t: Translator, case_id: int, pending: dict[str, Any]) -> InlineKeyboardMarkup:
+    prefix = f"{GIVEN_PREFIX}|{case_id}"
+    item_kinds = services(context).settings.season.item_kinds
+    rows = given_rows(t, prefix, pending.get("given") or [], aid.kind_of(pending.get("reason")))
+    rows += counter_rows(t, prefix, pending.get("items") or {}, item_kinds)
+    rows.append(
+        [
+            InlineKeyboardButton(t.gettext("✅ Done"), callback_data=f"{prefix}|done"),
+            InlineKeyboardButton(t.gettext("✖ Cancel"), callback_data=f"{REASON_PREFIX}|{case_id}|cancel"),
+        ]
+    )
+    return InlineKeyboardMarkup(rows)
+
+
+async def on_given(update: Update, context: Context) -> int | None:
+    """A tap on the "what was given" step: toggle a kind of help, count an item, reset the items, or Done."""
+    query, user = update.callback_query, update.effective_user
+    assert query is not None and user is not None and update.effective_chat is not None
+    t = tr(update, context)
+    match = _GIVEN_DATA.fullmatch(query.data or "")
+    pending = _pending(context, "resolve")
+    if (
+        match is None
+        or pending is None
+        or int(match.group(1)) != pending["case"]
+        or pending.get("reason") not in HELP_GIVEN
+    ):
+        await query.answer(t.gettext(EXPIRED), show_alert=True)
+        return None
+    member, refusal = await _authorised(context, user.id, int(match.group(1)))
+    if member is None:
+        _clear_pending(context)
+        await _refuse(update, context, refusal)
+        return ConversationHandler.END
+    case_id, reason = int(match.group(1)), str(pending["reason"])
+    item_kinds = services(context).settings.season.item_kinds
+    chosen, items = list(pending.get("given") or []), dict(pending.get("items") or {})
+    kind, value, command = match.group(2), match.group(3), match.group(4)
+    if command == "done":
+        pending["given"] = given = aid.clean_kinds(reason, chosen)
+        pending["items"] = aid.clean_items(items, item_kinds)
+        await query.answer()
+        case = await _load_case(context, case_id)
+        await query.edit_message_text(
+            t.gettext("<b>{reference}</b> · given: {kinds} · items: {items}").format(
+                reference=esc(case.reference if case else ""),
+                kinds=", ".join(given_label(t, k) for k in given),
+                items=items_text(t, pending["items"]),
+            )
+        )
+        if "money" in given:
+            await context.bot.send_message(
+                update.effective_chat.id,
+                t.gettext("How much was paid? Type the amount as a number (for example 200), or tap Skip."),
+                reply_markup=_skip_keyboard(t, case_id),
+            )
+            return ASK_AMOUNT
+        await _ask_note(update, context, case_id)
+        return ASK_NOTE
+    if command == "reset":
+        items = {}
+    elif kind == "i" and value in item_kinds:
+        items[value] = min(items.get(value, 0) + 1, aid.MAX_ITEMS_PER_KIND)
+    elif kind == "k" and value in aid.GIVEN_KINDS and value != aid.kind_of(reason):
+        chosen = [k for k in chosen if k != value] if value in chosen else [*chosen, value]
+    else:
+        await query.answer(t.gettext("That is the closing reason: it stays ticked."))
+        return None
+    pending["given"], pending["items"] = aid.clean_kinds(reason, chosen), items
+    await query.answer()
+    await replace_buttons(query, _given_keyboard(context, t, case_id, pending))  # a second Reset changes nothing
+    return None
 
 
 async def _ask_note(update: Update, context: Context, case_id: int) -> None:
@@ -650,20 +769,36 @@ async def _finish_resolve(update: Update, context: Context, note: str | None) ->
     if pending is None or pending.get("reason") not in CLOSING_REASONS:
         return await _expired(update, context)
     t = tr(update, context)
-    member = await _acting_staff(context, update.effective_user.id)
+    member, refusal = await _authorised(context, update.effective_user.id, int(pending["case"]))
     if member is None:
         _clear_pending(context)
-        await context.bot.send_message(update.effective_chat.id, t.gettext(NOT_STAFF))
+        await context.bot.send_message(update.effective_chat.id, t.gettext(refusal))
         return ConversationHandler.END
     case_id, reason = int(pending["case"]), str(pending["reason"])
-    amount = pending.get("amount") if reason == "help_money" else None
+    given = aid.clean_kinds(reason, pending.get("given") or ())
+    amount = pending.get("amount") if "money" in given else None
+    items = dict(pending.get("items") or {})
+    item_kinds = services(context).settings.season.item_kinds
     won, case = await _transition(
         services(context),
         case_id,
         "resolved",
-        lambda s: cases.resolve(s, case_id, member.telegram_id, member.name, reason, note, amount),
+        lambda s: aid.resolve(
+            s,
+            case_id,
+            member.telegram_id,
+            member.name,
+            reason,
+            note,
+            kinds=given,
+            items=items,
+            item_kinds=item_kinds,
+            amount=amount,
+        ),
     )
     _clear_pending(context)
+    if not won and case is not None and await _resolved_by(services(context), case, member.telegram_id, reason):
+        won = True  # this very resolve, handled again after a crash cut it short: confirm it, not "already closed"
     if not won or case is None:
         await context.bot.send_message(update.effective_chat.id, t.gettext(CLOSED), reply_markup=main_menu(t))
         return ConversationHandler.END
@@ -871,6 +1006,13 @@ def handlers() -> Handlers:
                     ),
                 ),
             ],
+            ASK_GIVEN: [
+                CallbackQueryHandler(on_given, pattern=f"^{GIVEN_PREFIX}\\|"),
+                MessageHandler(
+                    typed | other,
+                    _reprompt(N_("Please tap what was given with the buttons above, then ✅ Done."), ASK_GIVEN),
+                ),
+            ],
             ASK_AMOUNT: [
                 MessageHandler(typed, on_amount),
                 CallbackQueryHandler(on_skip_amount, pattern=skip),
@@ -915,4 +1057,5 @@ def handlers() -> Handlers:
         requester_answer,
         CallbackQueryHandler(on_card_button, pattern=f"^{CASE_PREFIX}\\|"),
         CallbackQueryHandler(stale_reason_button, pattern=reason),
+        CallbackQueryHandler(stale_reason_button, pattern=f"^{GIVEN_PREFIX}\\|"),
     ]

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import html
+import re
 from collections.abc import Callable, Collection, Coroutine
 from typing import Any, cast
 
-from telegram import Update
+from telegram import CallbackQuery, InlineKeyboardMarkup, Message, Update
+from telegram.error import BadRequest
 from telegram.ext import BaseHandler, ContextTypes
 
 from bot.i18n import Translator, translator
@@ -88,3 +91,47 @@ def parse_id(raw: str | None) -> int | None:
         return None
     value = int(raw)
     return value if 0 < value <= MAX_ID else None
+
+
+async def strip_buttons(query: CallbackQuery) -> None:
+    """Remove the inline buttons of the tapped message, if it still has some.
+
+    A forged tap (on a message without buttons) or a second tap after the first removed them finds none, and Telegram
+    answers an edit that changes nothing with 400 "message is not modified"."""
+    message = query.message
+    if not isinstance(message, Message) or message.reply_markup is None or not message.reply_markup.inline_keyboard:
+        return
+    with contextlib.suppress(BadRequest):  # too old to edit, or edited meanwhile
+        await query.edit_message_reply_markup(None)
+
+
+async def replace_buttons(query: CallbackQuery, markup: InlineKeyboardMarkup) -> None:
+    """Show `markup` on the tapped message, unless it shows exactly that already.
+
+    A tap on an older copy of a toggle keyboard, or a second Reset in a row, would ask Telegram for an edit that
+    changes nothing, and it answers 400 "message is not modified"."""
+    message = query.message
+    if isinstance(message, Message) and message.reply_markup == markup:
+        return
+    with contextlib.suppress(BadRequest):  # too old to edit, or edited meanwhile
+        await query.edit_message_reply_markup(markup)
+
+
+def shown_text(html_text: str) -> str:
+    """The plain text Telegram shows for our HTML: tags dropped, entities decoded, the ends trimmed."""
+    return html.unescape(re.sub(r"<[^>]*>", "", html_text)).strip()
+
+
+async def edit_in_place(query: CallbackQuery, text: str, markup: InlineKeyboardMarkup | None) -> None:
+    """Edit the tapped message to `text` and `markup`, unless it shows exactly that already.
+
+    A 🔄 Refresh with nothing new, or the same button twice, would ask Telegram for an edit that changes nothing, and
+    it answers 400 "message is not modified"."""
+    message = query.message
+    if isinstance(message, Message) and message.text == shown_text(text) and message.reply_markup == markup:
+        return
+    try:
+        await query.edit_message_text(text, reply_markup=markup)
+    except BadRequest as exc:
+        if "not modified" not in str(exc).lower():  # formatting alone changed, which the check above cannot see
+            raise

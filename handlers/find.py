@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterable
 from datetime import datetime
 
-from telegram import Update
+from sqlalchemy.exc import SQLAlchemyError
+from telegram import Message, Update
 from telegram.constants import ChatAction
 from telegram.error import BadRequest
 from telegram.ext import (
@@ -16,7 +19,8 @@ from telegram.ext import (
 )
 
 from bot.geocoding import GeocoderUnavailable
-from handlers.common import Context, Handlers, services, tr
+from bot.services import Services
+from handlers.common import Context, Handlers, parse_id, services, tr
 from handlers.menu import FIND, any_menu_button, main_menu, menu_button
 from handlers.station_views import (
     CARD_PREFIX,
@@ -30,11 +34,23 @@ from handlers.station_views import (
     list_text,
 )
 from models import staff as staff_model
-from models import station_search, stations
+from models import station_search, station_usage, stations
 from models.hours import open_state
 
 ASK_PLACE = 0
 MAX_PLACE_TEXT = 300
+
+log = logging.getLogger("waystation.find")
+
+
+async def count_usage(svc: Services, station_ids: Iterable[int | None], now: datetime, *, opened: bool) -> None:
+    """Station use for the season report (one upsert); a failure here never costs anyone their answer."""
+    try:
+        async with svc.db.session() as session:
+            day = now.astimezone(svc.settings.tz).date()
+            await station_usage.count(session, [i for i in station_ids if i is not None], day, opened=opened)
+    except SQLAlchemyError as exc:
+        log.warning("station usage not counted: %s", type(exc).__name__)
 
 
 def _zone(context: Context, station: stations.Station) -> str:
@@ -72,6 +88,8 @@ async def search(context: Context, view: ListView) -> tuple[list[StationLine], b
         found = [(s, d) for s, d in found if s.status == stations.StationStatus.OPEN]
     page = found[view.page * PAGE_SIZE : (view.page + 1) * PAGE_SIZE]
     lines = [StationLine(s, d, open_state(s.opening_hours, _zone(context, s), now)) for s, d in page]
+    # Off the reply path (updates are handled one at a time): counted in the background, never awaited here.
+    context.application.create_task(count_usage(svc, [s.id for s, _d in page], now, opened=False), name="usage")
     return lines, len(found) > (view.page + 1) * PAGE_SIZE, radius_km if result.beyond_radius else None, now
 
 
@@ -176,8 +194,14 @@ async def on_list_button(update: Update, context: Context) -> None:
     keyboard = list_keyboard(t, view, lines, has_more=has_more)
     if query.message is not None and getattr(query.message, "reply_markup", None) == keyboard:
         return  # a second tap on an old button: the buttons encode the view, so the message already shows it
+    text = list_text(t, view, lines, now, beyond_radius_km=beyond)
+    if not isinstance(query.message, Message) or query.message.text is None:
+        # Data forged onto a map pin or a photo: there is no text to edit, so the list comes as a new message.
+        assert update.effective_chat is not None
+        await context.bot.send_message(update.effective_chat.id, text, reply_markup=keyboard)
+        return
     try:
-        await query.edit_message_text(list_text(t, view, lines, now, beyond_radius_km=beyond), reply_markup=keyboard)
+        await query.edit_message_text(text, reply_markup=keyboard)
     except BadRequest as exc:
         if "not modified" not in str(exc):
             raise
@@ -214,19 +238,20 @@ async def show_card(update: Update, context: Context, station_id: int) -> None:
         title=station.display_name(prefer_english=t.language == "en")[:128],
         address=(station.address or station.display_name(prefer_english=t.language != "en"))[:256],
     )
+    context.application.create_task(count_usage(svc, [station.id], now, opened=True), name="usage")
 
 
 async def on_card_button(update: Update, context: Context) -> None:
     query = update.callback_query
     assert query is not None and query.data is not None
-    raw = query.data.removeprefix(f"{CARD_PREFIX}|")
-    if not raw.isdigit():
+    station_id = parse_id(query.data.removeprefix(f"{CARD_PREFIX}|"))
+    if station_id is None:
         await query.answer(
             tr(update, context).gettext("This button is no longer valid. Please search again."), show_alert=True
         )
         return
     await query.answer()
-    await show_card(update, context, int(raw))
+    await show_card(update, context, station_id)
 
 
 def handlers() -> Handlers:

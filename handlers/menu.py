@@ -31,11 +31,14 @@ USER_COMMANDS: tuple[Command, ...] = (
     Command("unsubscribe", N_("Stop cold-weather alerts")),
     Command("language", N_("Change the language")),
     Command("cancel", N_("Stop what you are doing")),
+    Command("forgetme", N_("See and delete what I keep about you")),
     Command("station", N_("Staff: update a station's status"), staff_only=True),
     Command("queue", N_("Staff: open cases of your team"), staff_only=True),
     Command("rota", N_("Coordinators: who is on call"), staff_only=True),
     Command("teams", N_("Admins: invite staff, link a team's group"), staff_only=True),
     Command("broadcast", N_("Staff: send an announcement to subscribers"), staff_only=True),
+    Command("patrol", N_("Staff: start or end an outreach patrol"), staff_only=True),
+    Command("stats", N_("Coordinators: season report (text, chart, CSV)"), staff_only=True),
 )
 
 

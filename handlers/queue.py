@@ -12,7 +12,6 @@ from datetime import datetime
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
 from telegram.constants import ChatType
-from telegram.error import BadRequest
 from telegram.ext import CallbackQueryHandler, CommandHandler
 
 from bot.i18n import N_, Translator
@@ -20,7 +19,7 @@ from bot.services import Services
 from handlers import case_staff
 from handlers.case_alerts import area_of
 from handlers.case_views import CLOSING_LABELS, age_text, card_keyboard, kinds_text, status_text, urgency_line, when
-from handlers.common import Context, Handlers, esc, services, tr
+from handlers.common import Context, Handlers, edit_in_place, esc, services, tr
 from models import cases, teams
 from models import staff as staff_model
 from models.cases import Case, CaseEvent, CaseKind
@@ -163,11 +162,7 @@ async def on_button(update: Update, context: Context) -> None:
     if match.group(1):
         await query.answer()
         text, markup = await render_queue(svc, t, member, page=int(match.group(2)))
-        try:
-            await query.edit_message_text(text, reply_markup=markup)
-        except BadRequest as exc:
-            if "not modified" not in str(exc).lower():
-                raise  # (a refresh with nothing new is fine: the list on screen is current)
+        await edit_in_place(query, text, markup)  # a refresh with nothing new leaves the list as it is
         return
     async with svc.db.session() as session:
         case = await cases.get(session, int(match.group(4)))

@@ -8,7 +8,6 @@ the same step with everything kept. The draft id is the case's idempotency key: 
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import re
 import uuid
@@ -22,13 +21,12 @@ from telegram import (
     ReplyKeyboardRemove,
     Update,
 )
-from telegram.error import BadRequest
 from telegram.ext import CallbackQueryHandler, CommandHandler, ConversationHandler, MessageHandler, filters
 
 from bot.i18n import N_, Translator, all_translators
 from handlers import case_alerts, teams
 from handlers.case_views import HELP_KIND_LABELS, kinds_text
-from handlers.common import Context, Handlers, esc, services, step_tracker, tr
+from handlers.common import Context, Handlers, esc, replace_buttons, services, step_tracker, strip_buttons, tr
 from handlers.menu import ASK_HELP, any_menu_button, main_menu, menu_button
 from models import cases
 from models.base import utcnow
@@ -339,11 +337,7 @@ async def on_button(update: Update, context: Context) -> int:
         kinds: list[str] = draft["kinds"]
         kinds.remove(arg) if arg in kinds else kinds.append(arg)
         await query.answer()
-        try:
-            await query.edit_message_reply_markup(_kinds_keyboard(t, kinds))
-        except BadRequest as exc:
-            if "not modified" not in str(exc):
-                raise
+        await replace_buttons(query, _kinds_keyboard(t, kinds))
         return KINDS
     if action == "next":
         if not draft["kinds"]:
@@ -392,8 +386,7 @@ async def on_button(update: Update, context: Context) -> int:
 
 async def _strip(query: Any) -> None:
     """Remove the buttons of an answered step, so an old button can't be tapped again by mistake."""
-    with contextlib.suppress(BadRequest):  # already without buttons (a second tap) or too old to edit
-        await query.edit_message_reply_markup(None)
+    await strip_buttons(query)  # already without buttons (a second tap) or too old to edit
 
 
 async def back(update: Update, context: Context, state: Any) -> int:

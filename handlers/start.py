@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from telegram import Update
-from telegram.ext import CommandHandler, MessageHandler, filters
+from telegram.ext import CallbackQueryHandler, CommandHandler, MessageHandler, filters
 
 from handlers import find, subscribe, teams
-from handlers.common import Context, Handlers, esc, tr
+from handlers.common import Context, Handlers, esc, parse_id, tr
 from handlers.menu import HELP, USER_COMMANDS, main_menu, menu_button
 
 
@@ -18,9 +18,10 @@ async def start(update: Update, context: Context) -> None:
         # t.me/<bot>?start=invite_<code>: a one-time staff invite.
         await teams.accept_invite(update, context, payload.removeprefix("invite_"))
         return
-    if payload.startswith("station_") and payload.removeprefix("station_").isdigit():
+    station_id = parse_id(payload.removeprefix("station_")) if payload.startswith("station_") else None
+    if station_id is not None:
         # Deep link t.me/<bot>?start=station_<id>: straight to the card.
-        await find.show_card(update, context, int(payload.removeprefix("station_")))
+        await find.show_card(update, context, station_id)
         return
     _ = t.gettext
     text = _("Hello, <b>{name}</b>! I am Waystation.").format(name=esc(update.effective_user.first_name))
@@ -53,6 +54,12 @@ async def unexpected(update: Update, context: Context) -> None:
     )
 
 
+async def unknown_button(update: Update, context: Context) -> None:
+    """A button no handler took (an old keyboard, forged data): answer it, or the client's spinner never stops."""
+    assert update.callback_query is not None
+    await update.callback_query.answer(tr(update, context).gettext("This button is no longer valid."), show_alert=True)
+
+
 def handlers() -> Handlers:
     return [
         CommandHandler("start", start, filters=filters.ChatType.PRIVATE),
@@ -64,3 +71,8 @@ def handlers() -> Handlers:
 def fallback_handler() -> MessageHandler[Context, None]:
     """Registered last in group 0, so it only answers what every other handler let through."""
     return MessageHandler(filters.ChatType.PRIVATE & ~filters.UpdateType.EDITED, unexpected)
+
+
+def unknown_button_handler() -> CallbackQueryHandler[Context, None]:
+    """Registered last in group 0, like fallback_handler, for callback queries."""
+    return CallbackQueryHandler(unknown_button)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from telegram import Update
 from telegram.ext import CallbackQueryHandler, CommandHandler, ConversationHandler, MessageHandler, filters
 
-from handlers.common import Context, Handlers, services, tr
+from handlers.common import Context, Handlers, parse_id, services, tr
 from handlers.menu import main_menu
 from handlers.station_views import FEEDBACK_PREFIX
 from models import station_feedback, stations
@@ -19,11 +19,11 @@ async def begin(update: Update, context: Context) -> int:
     query = update.callback_query
     assert query is not None and query.data is not None and context.user_data is not None
     t = tr(update, context)
-    raw = query.data.removeprefix(f"{FEEDBACK_PREFIX}|")
+    station_id = parse_id(query.data.removeprefix(f"{FEEDBACK_PREFIX}|"))
     station = None
-    if raw.isdigit():
+    if station_id is not None:
         async with services(context).db.session() as session:
-            station = await stations.get(session, int(raw))
+            station = await stations.get(session, station_id)
     if station is None:
         await query.answer(t.gettext("This button is no longer valid. Please search again."), show_alert=True)
         return ConversationHandler.END

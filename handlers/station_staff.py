@@ -7,11 +7,10 @@ later (or forged by anyone) does nothing unless the person may update that stati
 from __future__ import annotations
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
-from telegram.error import BadRequest
 from telegram.ext import CallbackQueryHandler, CommandHandler, ConversationHandler, MessageHandler, filters
 
-from bot.i18n import Translator
-from handlers.common import Context, Handlers, esc, services, tr
+from bot.i18n import N_, Translator
+from handlers.common import Context, Handlers, edit_in_place, esc, parse_id, services, tr
 from handlers.menu import main_menu
 from handlers.station_views import open_text, station_name
 from models import staff as staff_model
@@ -24,6 +23,8 @@ PANEL, ACTION = "sp", "sa"
 AWAIT_NOTICE = 0
 MAX_NOTICE = 200
 NOTICE_KEY = "notice_station"
+NOT_THIS_STATION = N_("Sorry, only this station's staff can do that.")
+ONLY_REVIEWERS = N_("Sorry, only coordinators can read these reports.")
 
 # action -> (new status, preset notice code or None); "normal" clears the notice.
 PRESETS: dict[str, tuple[StationStatus, str | None]] = {
@@ -101,7 +102,10 @@ async def station_command(update: Update, context: Context) -> None:
     if member is None or not member.can("station.update"):
         await message.reply_text(t.gettext("This command is for station staff."), reply_markup=main_menu(t))
         return
-    if station is None or station.id is None or not member.may_update_station(station.id):
+    if station is not None and station.id is not None and not member.may_update_station(station.id):
+        await message.reply_text(t.gettext(NOT_THIS_STATION))  # (a keeper naming another station)
+        return
+    if station is None or station.id is None:
         await message.reply_text(
             t.gettext(
                 "Which station? Send /station followed by its id, or open the station's card "
@@ -115,14 +119,15 @@ async def station_command(update: Update, context: Context) -> None:
 async def refuse(update: Update, context: Context) -> None:
     query = update.callback_query
     assert query is not None
-    await query.answer(tr(update, context).gettext("Sorry, only this station's staff can do that."), show_alert=True)
+    await query.answer(tr(update, context).gettext(NOT_THIS_STATION), show_alert=True)
 
 
 def _parse(data: str, prefix: str) -> tuple[int, str] | None:
     parts = data.split("|")
-    if len(parts) < 2 or parts[0] != prefix or not parts[1].isdigit():
+    station_id = parse_id(parts[1]) if len(parts) >= 2 and parts[0] == prefix else None
+    if station_id is None:
         return None
-    return int(parts[1]), parts[2] if len(parts) > 2 else ""
+    return station_id, parts[2] if len(parts) > 2 else ""
 
 
 async def on_panel_button(update: Update, context: Context) -> None:
@@ -179,19 +184,19 @@ async def on_action(update: Update, context: Context) -> int | None:
         await query.answer()
         await send_reports(update, context, station)
         return ConversationHandler.END
+    elif action == "reports":
+        await query.answer(t.gettext(ONLY_REVIEWERS), show_alert=True)
+        return ConversationHandler.END
     else:
         await refuse(update, context)
         return ConversationHandler.END
     await query.answer(note)
     reports = await _open_reports(context, station_id)
-    try:
-        await query.edit_message_text(
-            panel_text(t, context, station, reports, note),
-            reply_markup=panel_keyboard(t, station_id, reports, member.can("station.review")),
-        )
-    except BadRequest as exc:
-        if "not modified" not in str(exc):  # the same button twice: the panel already says so
-            raise
+    await edit_in_place(  # the same button twice: the panel already says so
+        query,
+        panel_text(t, context, station, reports, note),
+        panel_keyboard(t, station_id, reports, member.can("station.review")),
+    )
     return ConversationHandler.END
 
 
@@ -222,7 +227,7 @@ async def on_notice_text(update: Update, context: Context) -> int:
     member, station = await _staff_for(context, user.id, station_id)
     if member is None or station is None or not member.may_update_station(station_id):
         context.user_data.pop(NOTICE_KEY, None)
-        await message.reply_text(t.gettext("Sorry, only this station's staff can do that."))
+        await message.reply_text(t.gettext(NOT_THIS_STATION))
         return ConversationHandler.END
     async with services(context).db.session() as session:
         status = StationStatus(station.status)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
+from telegram.constants import ChatType
 from telegram.ext import CallbackQueryHandler, CommandHandler, MessageHandler
 
 from handlers import case_alerts
 from handlers.case_views import status_text, timeline_text
-from handlers.common import Context, Handlers, esc, services, tr
+from handlers.common import Context, Handlers, esc, parse_id, services, tr
 from handlers.menu import MY_REQUESTS, main_menu, menu_button
 from models import cases
 
@@ -19,6 +20,10 @@ async def list_requests(update: Update, context: Context) -> None:
     t = tr(update, context)
     message, user = update.effective_message, update.effective_user
     assert message is not None and user is not None
+    if message.chat.type != ChatType.PRIVATE:
+        # Someone's requests for help are theirs alone: never listed in a group.
+        await message.reply_text(t.gettext("Please send this command in a private chat with me."))
+        return
     async with services(context).db.session() as session:
         mine = await cases.for_requester(session, user.id)
     if not mine:
@@ -49,7 +54,8 @@ async def on_button(update: Update, context: Context) -> None:
     assert query is not None and query.data is not None and update.effective_chat is not None
     t = tr(update, context)
     parts = query.data.split("|")
-    case = await _own_case(update, context, int(parts[2])) if len(parts) == 3 and parts[2].isdigit() else None
+    case_id = parse_id(parts[2]) if len(parts) == 3 else None
+    case = await _own_case(update, context, case_id) if case_id is not None else None
     if case is None or case.id is None:
         # Someone else's case id (forged) or a deleted one: say nothing about it.
         await query.answer(t.gettext("This request is not available."), show_alert=True)

@@ -12,7 +12,6 @@ subscribed with; "👀 Report someone in the cold" is the /report journey's own 
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import re
 from typing import Any
@@ -25,12 +24,21 @@ from telegram import (
     ReplyKeyboardRemove,
     Update,
 )
-from telegram.error import BadRequest
 from telegram.ext import CallbackQueryHandler, CommandHandler, ConversationHandler, MessageHandler, filters
 
 from bot.i18n import N_, Translator, all_translators
 from handlers import find
-from handlers.common import Context, Handlers, esc, services, step_tracker, tr, weather_areas
+from handlers.common import (
+    Context,
+    Handlers,
+    esc,
+    replace_buttons,
+    services,
+    step_tracker,
+    strip_buttons,
+    tr,
+    weather_areas,
+)
 from handlers.menu import COLD_ALERTS, any_menu_button, main_menu, menu_button
 from handlers.station_views import ListView
 from models import weather
@@ -124,8 +132,7 @@ async def _say(update: Update, context: Context, text: str, markup: Any = None) 
 
 
 async def _strip(query: Any) -> None:
-    with contextlib.suppress(BadRequest):  # a second tap, or a message too old to edit
-        await query.edit_message_reply_markup(None)
+    await strip_buttons(query)  # a second tap, or a message too old to edit
 
 
 # --- the prompts ---------------------------------------------------------------------------------------------------
@@ -352,8 +359,7 @@ async def on_button(update: Update, context: Context) -> int:
     if action == "kind" and state == KINDS and arg in ("cold", "all"):
         draft[arg] = not draft[arg]
         await query.answer()
-        with contextlib.suppress(BadRequest):
-            await query.edit_message_reply_markup(_kinds_keyboard(t, draft))
+        await replace_buttons(query, _kinds_keyboard(t, draft))
         return KINDS
     if action == "next" and state == KINDS:
         if not (draft["cold"] or draft["all"]):

@@ -155,7 +155,13 @@ async def create(session: AsyncSession, case: Case, *, reference_prefix: str = "
     return case, True
 
 
+MAX_CASE_ID = 2**31 - 1  # the id column is a 32-bit integer on PostgreSQL
+
+
 async def get(session: AsyncSession, case_id: int) -> Case | None:
+    """The case, or None — also for an id no case can have (forged callback data), which the driver would refuse."""
+    if not 0 < case_id <= MAX_CASE_ID:
+        return None
     return await session.get(Case, case_id)
 
 
@@ -167,6 +173,8 @@ async def _transition(
     session: AsyncSession, case_id: int, allowed_from: frozenset[CaseStatus] | set[CaseStatus], **values: Any
 ) -> bool:
     """One conditional UPDATE: True when this call moved the case (the database arbitrates races)."""
+    if not 0 < case_id <= MAX_CASE_ID:
+        return False  # no such case (forged callback data)
     statement = (
         update(Case)
         .where(col(Case.id) == case_id, col(Case.status).in_([s.value for s in allowed_from]))

@@ -61,8 +61,11 @@ async def load_conversations(session: AsyncSession, name: str) -> dict[tuple[int
     return {decode_key(row.key): row.state for row in rows}
 
 
-async def save_conversation(session: AsyncSession, name: str, key: tuple[int | str, ...], state: Any | None) -> None:
-    """Store a conversation's state; None means the conversation ended and the row goes."""
+async def save_conversation(
+    session: AsyncSession, name: str, key: tuple[int | str, ...], state: Any | None, *, commit: bool = True
+) -> None:
+    """Store a conversation's state; None means the conversation ended and the row goes. `commit=False` leaves the
+    change in the session's transaction (flushed), for the caller to commit with others."""
     row = await session.get(ConversationState, (name, encode_key(key)))
     if state is None:
         if row is not None:
@@ -73,7 +76,7 @@ async def save_conversation(session: AsyncSession, name: str, key: tuple[int | s
         row.state = state
         row.updated_at = utcnow()
         session.add(row)
-    await session.commit()
+    await (session.commit() if commit else session.flush())
 
 
 async def load_blobs(session: AsyncSession, kind: str) -> dict[int, Any]:
@@ -81,7 +84,12 @@ async def load_blobs(session: AsyncSession, kind: str) -> dict[int, Any]:
     return {row.owner_id: row.data for row in rows}
 
 
-async def save_blob(session: AsyncSession, kind: str, owner_id: int, data: Any | None) -> None:
+async def get_blob(session: AsyncSession, kind: str, owner_id: int) -> Any | None:
+    row = await session.get(DataBlob, (kind, owner_id))
+    return row.data if row is not None else None
+
+
+async def save_blob(session: AsyncSession, kind: str, owner_id: int, data: Any | None, *, commit: bool = True) -> None:
     """Upsert one JSON document; None (or an empty dict) deletes it, so forgotten users leave no row."""
     row = await session.get(DataBlob, (kind, owner_id))
     if not data:
@@ -93,7 +101,7 @@ async def save_blob(session: AsyncSession, kind: str, owner_id: int, data: Any |
         row.data = data
         row.updated_at = utcnow()
         session.add(row)
-    await session.commit()
+    await (session.commit() if commit else session.flush())
 
 
 async def delete_user_conversations(session: AsyncSession, user_id: int) -> None:
@@ -115,13 +123,19 @@ async def was_processed(session: AsyncSession, update_id: int) -> bool:
     return found.first() is not None
 
 
-async def mark_processed(session: AsyncSession, update_id: int, *, keep: timedelta = timedelta(days=2)) -> None:
-    """Remember an update id (idempotent); ids older than `keep` are pruned now and then (no more redeliveries)."""
+async def mark_processed(
+    session: AsyncSession, update_id: int, *, keep: timedelta = timedelta(days=2), drop_blob: str | None = None
+) -> None:
+    """Remember an update id (idempotent); ids older than `keep` are pruned now and then (no more redeliveries).
+    `drop_blob`: a data blob of that kind kept for this update while it was handled goes in the same transaction."""
     connection = await session.connection()
     insert = pg_insert if connection.dialect.name == "postgresql" else sqlite_insert
     await connection.execute(
         insert(_processed).values(update_id=update_id, processed_at=utcnow()).on_conflict_do_nothing()
     )
+    if drop_blob is not None:
+        blobs = DataBlob.__table__  # type: ignore[attr-defined]
+        await connection.execute(delete(blobs).where(blobs.c.kind == drop_blob, blobs.c.owner_id == update_id))
     if update_id % 1000 == 0:
         await connection.execute(delete(_processed).where(_processed.c.processed_at < utcnow() - keep))
     await session.commit()

@@ -25,9 +25,11 @@ class Role(enum.StrEnum):
 # What each role may do; a role includes the abilities listed for it only (no implicit hierarchy surprises).
 ABILITIES: dict[Role, frozenset[str]] = {
     Role.KEEPER: frozenset({"station.update"}),
-    Role.RESPONDER: frozenset({"station.update", "case.act"}),
-    Role.COORDINATOR: frozenset({"station.update", "case.act", "broadcast", "stats", "station.review"}),
-    Role.ADMIN: frozenset({"station.update", "case.act", "broadcast", "stats", "station.review", "staff.manage"}),
+    Role.RESPONDER: frozenset({"station.update", "case.act", "patrol"}),
+    Role.COORDINATOR: frozenset({"station.update", "case.act", "patrol", "broadcast", "stats", "station.review"}),
+    Role.ADMIN: frozenset(
+        {"station.update", "case.act", "patrol", "broadcast", "stats", "station.review", "staff.manage"}
+    ),
 }
 
 

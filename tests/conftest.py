@@ -23,8 +23,13 @@ from tests.harness import BotHarness
 # operators would see and can check that nothing private is logged.
 logs.configure("DEBUG")
 
+# No personal data in any log line of the session (names, phones, typed texts, locations the fake users sent).
+pytest_plugins = ["tests.log_scan"]
+
 POSTGRES_URL = os.environ.get("WAYSTATION_TEST_POSTGRES_URL", "").strip()
 _ran: dict[str, int] = {"sqlite": 0, "postgresql": 0}
+# Lines a test module adds to the end-of-run summary, by topic (e.g. the access matrix's count of role×action cells).
+summary_lines: dict[str, str] = {}
 
 
 @pytest.fixture(autouse=True)
@@ -113,5 +118,7 @@ def caplog_all(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFi
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     ran = ", ".join(f"{name}: {count} test(s)" for name, count in _ran.items() if count)
     terminalreporter.write_line(f"database backends used — {ran or 'none'}")
+    for line in summary_lines.values():
+        terminalreporter.write_line(line)
     if not POSTGRES_URL:
         terminalreporter.write_line("PostgreSQL skipped: WAYSTATION_TEST_POSTGRES_URL is not set")

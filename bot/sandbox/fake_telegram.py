@@ -26,6 +26,7 @@ import itertools
 import json
 import logging
 import mimetypes
+import random
 import re
 import struct
 import time
@@ -58,6 +59,18 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+# Every personal value a test user sends (names, usernames, phone numbers, typed texts and captions, locations) is
+# passed to these listeners as (kind, value): tests/log_scan.py checks that none of them reaches a log line.
+personal_data_listeners: list[Callable[[str, object], None]] = []
+
+
+def _note_personal(kind: str, value: object) -> None:
+    if value is None or value == "":
+        return
+    for listener in personal_data_listeners:
+        listener(kind, value)
+
 
 JsonDict = dict[str, Any]
 T = TypeVar("T")
@@ -536,6 +549,8 @@ class UpdateQueue:
         self.allowed: frozenset[str] = DEFAULT_UPDATE_TYPES
         self.allowed_explicitly: list[str] | None = None
         self.filtered_out: list[JsonDict] = []
+        self._sent: dict[int, JsonDict] = {}  # every update ever queued, for redeliver()
+        self.last_update_id: int | None = None  # the id of the newest update (e.g. the one a tap just queued)
 
     def __len__(self) -> int:
         return len(self._pending)
@@ -544,11 +559,28 @@ class UpdateQueue:
         update_id = next(self._ids)
         update = {"update_id": update_id, kind: copy.deepcopy(payload)}
         if kind in self.allowed:
+            self._sent[update_id] = update
+            self.last_update_id = update_id
             self._pending.append(update)
             self.changes.fire()
         else:
             self.filtered_out.append(update)  # Telegram never creates updates the bot did not ask for
         return update_id
+
+    def queued(self, update_id: int) -> JsonDict | None:
+        """The update queued under this id (a copy), whether or not it was delivered since."""
+        update = self._sent.get(update_id)
+        return copy.deepcopy(update) if update is not None else None
+
+    def redeliver(self, update_id: int) -> None:
+        """Queue an already delivered update again, same id and content (at-least-once delivery)."""
+        update = self._sent.get(update_id)
+        if update is None:
+            raise AssertionError(f"update {update_id} was never queued")
+        if any(u["update_id"] == update_id for u in self._pending):
+            raise AssertionError(f"update {update_id} is still pending: redeliver it once it was delivered")
+        self._pending.append(copy.deepcopy(update))
+        self.changes.fire()
 
     def set_allowed(self, types: Iterable[str]) -> None:
         wanted = [str(t) for t in types]
@@ -1054,7 +1086,7 @@ class FloodControl:
             window.hits.append(now)
 
 
-FaultKind = Literal["500", "502", "drop"]
+FaultKind = Literal["500", "502", "drop", "429"]
 
 
 @dataclass
@@ -1069,9 +1101,24 @@ class FaultInjector:
 
     def __init__(self) -> None:
         self._plans: list[_FaultPlan] = []
+        # Random faults at a steady rate (chaos runs): (probability per request, kinds, methods or None for all).
+        self._rate: tuple[float, tuple[FaultKind, ...], frozenset[str] | None] = (0.0, (), None)
+        self._random = random.Random(0)
+
+    def set_rate(
+        self, rate: float, kinds: Iterable[FaultKind], methods: set[str] | None = None, seed: int | None = None
+    ) -> None:
+        """Fail each matching request with probability `rate`, with a kind drawn from `kinds` (0 turns it off)."""
+        chosen = tuple(kinds)
+        if any(kind not in ("500", "502", "drop", "429") for kind in chosen) or (rate > 0 and not chosen):
+            raise ValueError(f"bad fault kinds {chosen!r}")
+        lowered = frozenset(m.lower() for m in methods) if methods else None
+        self._rate = (rate, chosen, lowered)
+        if seed is not None:
+            self._random.seed(seed)
 
     def add(self, count: int, kind: FaultKind, methods: set[str] | None) -> None:
-        if kind not in ("500", "502", "drop"):
+        if kind not in ("500", "502", "drop", "429"):
             raise ValueError(f"unknown fault kind {kind!r}")
         lowered = frozenset(m.lower() for m in methods) if methods else None
         self._plans.append(_FaultPlan(count, kind, lowered))
@@ -1081,6 +1128,9 @@ class FaultInjector:
             if plan.remaining > 0 and (plan.methods is None or method.lower() in plan.methods):
                 plan.remaining -= 1
                 return plan.kind
+        rate, kinds, methods = self._rate
+        if rate > 0 and (methods is None or method.lower() in methods) and self._random.random() < rate:
+            return self._random.choice(kinds)
         return None
 
     @property
@@ -1911,6 +1961,10 @@ class FakeTelegram:
                 request.transport.abort()
             return web.Response(status=500)
         status = int(fault)
+        if status == 429:  # what Telegram's flood control answers, nothing done
+            retry = max(self.flood.retry_after, 1)
+            error = ApiError(429, f"Too Many Requests: retry after {retry}", {"retry_after": retry})
+            return web.json_response(error.to_json(), status=429)
         description = "Internal Server Error" if status == 500 else "Bad Gateway"
         return web.json_response(ApiError(status, description).to_json(), status=status)
 
@@ -1942,6 +1996,17 @@ class FakeTelegram:
     def inject_faults(self, count: int, kind: FaultKind = "500", methods: set[str] | None = None) -> None:
         self.faults.add(count, kind, methods)
 
+    def set_fault_rate(
+        self,
+        rate: float,
+        kinds: Iterable[FaultKind] = ("429", "500", "502", "drop"),
+        methods: set[str] | None = None,
+        seed: int | None = None,
+    ) -> None:
+        """From now on fail each matching request with probability `rate` (0 stops): a 429 with retry_after, a 500,
+        a 502, or a dropped connection — each before the request is acted on, so nothing is done twice."""
+        self.faults.set_rate(rate, kinds, methods, seed)
+
     def commands(
         self,
         language_code: str | None = None,
@@ -1964,6 +2029,16 @@ class FakeTelegram:
     @property
     def pending_updates(self) -> list[JsonDict]:
         return self.world.updates.snapshot()
+
+    def redeliver(self, update_id: int) -> None:
+        """Deliver update ``update_id`` a second time, as Telegram does when a webhook's answer got lost.
+
+        Webhook mode only: in polling mode the bot's offset has already confirmed the update, so Telegram (and
+        this fake) would drop the copy unseen; there a duplicate comes from a restart before the offset moved.
+        """
+        if not self.webhook.url:
+            raise AssertionError("redeliver() needs webhook mode (a polling bot's offset already confirmed the update)")
+        self.world.updates.redeliver(update_id)
 
     async def wait_updates_consumed(self, timeout: float = 5.0) -> None:
         """Wait until the bot has taken every queued update (confirmed by offset or delivered by webhook)."""
@@ -2007,6 +2082,13 @@ class FakeTelegram:
             phone_number=phone_number or f"+1555{uid % 10_000_000:07d}",
         )
         self.world.users[uid] = info
+        for kind, value in (
+            ("name", first_name),
+            ("name", last_name),
+            ("name", username),
+            ("phone", info.phone_number),
+        ):
+            _note_personal(kind, value)
         chat = ChatState(id=uid, type="private", user=info, username=username)
         self.world.chats[uid] = chat
         return FakeUser(self, info, chat)
@@ -2218,6 +2300,16 @@ class FakeUser(_ChatReader):
         location = (media or {}).get("location")
         if isinstance(location, dict):
             message.latitude, message.longitude = location["latitude"], location["longitude"]
+            _note_personal("location", (message.latitude, message.longitude))
+        contact = (media or {}).get("contact")
+        if isinstance(contact, dict):
+            _note_personal("phone", contact.get("phone_number"))
+            _note_personal("name", contact.get("first_name"))
+        origin = (media or {}).get("forward_origin")
+        if isinstance(origin, dict):
+            _note_personal("name", origin.get("sender_user_name"))
+        _note_personal("text", text)
+        _note_personal("text", caption)
         world.add_message(target, message)
         return world.updates.push("message", world.message_json(message))
 
@@ -2315,6 +2407,7 @@ class FakeUser(_ChatReader):
         if message is None or message.from_bot or message.sender_id != self.id or message.text is None:
             raise AssertionError(f"message {message_id} is not a text message of user {self.id}")
         message.history.append(message.text)
+        _note_personal("text", new_text)
         message.text = new_text
         message.entities = _auto_entities(new_text)
         message.html = to_html(new_text, message.entities)

@@ -301,6 +301,12 @@ async def test_resolve_with_money_and_amount(desk: Desk) -> None:
     await desk.alice.tap_inline("Emergency money paid", message=reasons)
     chosen = await desk.alice.wait_edit(reasons.message_id)
     assert chosen.text == f"{case.reference} · closing reason: emergency money paid" and not chosen.button_texts
+    given = await desk.alice.receive()  # what was given: the closing reason's kind is ticked already
+    assert f"What was given for {case.reference}?" in given.text and "✔️ Emergency money paid" in given.button_texts
+    await desk.alice.tap_inline("✅ Done", message=given)
+    assert (await desk.alice.wait_edit(given.message_id)).text == (
+        f"{case.reference} · given: Emergency money paid · items: —"
+    )
     assert "How much was paid?" in (await desk.alice.receive()).text
     for bad in ("lots", "-5", "0", "12345678"):
         await desk.alice.send_text(bad)

@@ -335,6 +335,7 @@ async def test_full_loop_requester_follows_every_change(
     await responder.tap_inline("✅ Resolve", message=claimed, chat=staff_group)
     reasons = await responder.receive()
     await responder.tap_inline("Lodging arranged", message=reasons)
+    await responder.tap_inline("✅ Done", message=await responder.receive())  # what was given: lodging is ticked
     await responder.receive()  # asks for an optional note
     await responder.send_text("Bed at the Hutang night warm station")
     await responder.receive()
