@@ -30,6 +30,7 @@ from handlers import (
     case_staff,
     errors,
     find,
+    forgetme,
     language,
     patrol,
     queue,
@@ -206,6 +207,7 @@ def build_application(
     application.add_handlers(start.handlers())
     application.add_handlers(language.handlers())
     application.add_handlers(status.handlers())
+    application.add_handlers(forgetme.handlers())
     application.add_handlers(cancel.handlers())
     if configure is not None:
         configure(application)
